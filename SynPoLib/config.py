@@ -1,0 +1,305 @@
+"""Typed configuration of the SynPo method.
+
+Every default names its source in the comment beside it:
+
+- [P]  the SynPo paper (MICCAI 2025, ``shared/papers/synpo-miccai2025.md``);
+- [A]  the first author's later public SAM2 fork, where the paper is silent;
+- [G]  our own choice, with the reason.
+
+The spec that collects them is ``shared/spec/synpo-algorithm.md``. Nothing in the
+method reads a buried literal: a value that changes the result lives here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+
+class PrototypeForm(str, enum.Enum):
+    """How the averaged cosine similarity to the support foreground is formed."""
+
+    #: mean_i cos(F(x), T_i) = <F(x)/|F(x)|, mean_i T_i/|T_i|>   [P] eq. 2 + average pooling
+    PAPER = "paper"
+    #: cos(F(x), normalise(mean_i T_i))                              [A]
+    AUTHOR = "author"
+
+
+class PromptStrategy(str, enum.Enum):
+    """What the prompt stage gives the mask decoder.
+
+    SAM2 follows the paper's point prompts. LiteMedSAM was fine-tuned with box prompts
+    only and ignores points (measured, issue #2), so it needs a box derived from the
+    confidence map; each backend names the variant that measured best.
+    """
+
+    #: the paper's positive + negative points                              [P]
+    POINTS = "points"
+    #: box around the confident region that holds the positive points     [G]
+    BOX = "box"
+    #: that box plus the paper's points                                   [G]
+    BOX_POINTS = "box+points"
+    #: box with the support mask's size, centred on the positive points   [G]
+    SUPPORT_BOX = "support-box"
+    #: box plus the negative points only                                   [G]
+    BOX_NEGATIVES = "box+negatives"
+
+
+class PointMethod(str, enum.Enum):
+    """How prompt points are picked from the confidence map."""
+
+    #: the Point Selection Module: K-means positives, Gaussian-interval negatives   [P]
+    SYNPO = "synpo"
+    #: PerSAM-style: one positive at the maximum, one negative at the minimum
+    #: (the "naive negatives" of paper Table 3; also the ablation rows without PSM)
+    EXTREMES = "extremes"
+
+
+class RefinePrompt(str, enum.Enum):
+    """How a refine round re-prompts the decoder with the kept component."""
+
+    #: the same prompts plus the component's low-res logits as mask input          [P]
+    MASK = "mask"
+    #: the component's box (grown by the box margin) replaces the box prompt; for
+    #: decoders trained on boxes only, which mask inputs derail (LiteMedSAM)        [G]
+    BOX = "box"
+
+
+class MaskChoice(str, enum.Enum):
+    """How one of SAM's multimask outputs is chosen."""
+
+    #: highest mean similarity of SAM features inside the mask to the prototype  [A]
+    PROTOTYPE = "prototype"
+    #: highest predicted IoU (SAM's own choice)
+    IOU = "iou"
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """One intensity window for the whole volume, mapped to [0, 255]."""
+
+    #: "auto" picks CT when the volume has values below -500 (air in HU), else MRI [G]
+    modality: str = "auto"
+    #: CT window in HU: the FSMIS protocol's abdominal window [-125, 275]            [P/spec §0]
+    ct_window: Tuple[float, float] = (-125.0, 275.0)
+    #: MRI window as volume percentiles                                              [spec §0]
+    mri_percentiles: Tuple[float, float] = (0.5, 99.5)
+    #: explicit (low, high) that overrides both; Slicer passes its display window  [spec §0]
+    window: Optional[Tuple[float, float]] = None
+
+
+@dataclass(frozen=True)
+class SynergyConfig:
+    """Confidence Map Synergy Module (CMSM), spec §2."""
+
+    #: weight of S_sam * S_dino                                                      [P]
+    delta_sd: float = 0.8
+    #: weight of S_sam                                                               [P]
+    delta_s: float = 0.1
+    #: weight of S_dino                                                              [P]
+    delta_d: float = 0.1
+    prototype: PrototypeForm = PrototypeForm.PAPER  # [P]; AUTHOR form is [A]
+    #: support mask to feature grid: bilinear resize then this threshold             [A]
+    mask_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        total = self.delta_sd + self.delta_s + self.delta_d
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"synergy deltas must sum to 1, got {total:.6g}")
+        if not 0.0 < self.mask_threshold < 1.0:
+            raise ValueError("mask_threshold must lie in (0, 1)")
+
+
+@dataclass(frozen=True)
+class PointConfig:
+    """Point Selection Module (PSM), spec §3."""
+
+    #: number of positive points (the author uses 2-3)                               [A]
+    n_positive: int = 3
+    #: clustering scale for positives: top gamma1 * Kp pixels are clustered          [A]
+    gamma1: int = 20
+    #: number of negative points                                                     [A]
+    n_negative: int = 4
+    #: at most gamma2 * Kn negative candidates are clustered                         [A]
+    gamma2: int = 20
+    #: negative interval [mu - alpha*sigma, mu - beta*sigma]; paper's best            [P]
+    alpha: float = 1.0
+    beta: float = -0.5
+    #: widen an empty interval by this many sigma per step ...                       [G]
+    widen_step: float = 0.25
+    #: ... at most this many steps, then go on with positives only (and report it)   [G]
+    widen_max_steps: int = 8
+    #: drop negative candidates nearer a positive centre than the largest distance
+    #: between positive centres                                                      [A] (optional)
+    exclude_near_positives: bool = False
+    #: seed of K-means and of candidate subsampling: same input, same points         [G]
+    seed: int = 0
+    method: PointMethod = PointMethod.SYNPO  # [P]
+    #: weight the map used for positives (and a derived box) by a Gaussian around the
+    #: support mask's centroid, sigma = this x the support box's diagonal; None: off.
+    #: Negatives keep the raw map, so the Gaussian interval stays meaningful.       [G]
+    location_prior: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        if self.n_positive < 1:
+            raise ValueError("n_positive must be >= 1")
+        if self.n_negative < 0:
+            raise ValueError("n_negative must be >= 0")
+        if self.gamma1 < 1 or self.gamma2 < 1:
+            raise ValueError("gamma1 and gamma2 must be >= 1")
+        if self.alpha < self.beta:
+            raise ValueError(
+                f"negative interval is empty by construction: alpha ({self.alpha}) < beta ({self.beta})"
+            )
+
+
+@dataclass(frozen=True)
+class RefineConfig:
+    """Noise-aware Refine Module (NRM), spec §5."""
+
+    #: refine rounds; 0 disables the module                                          [G]
+    rounds: int = 2
+    #: side of the square structuring element of the opening                         [G]
+    opening_size: int = 5
+    opening_iterations: int = 1  # [G]
+    #: 8-connectivity for components                                                 [G]
+    connectivity: int = 8
+    #: logit written outside the kept component in the mask prompt: strongly "out"  [G]
+    outside_logit: float = -20.0
+    #: SAM's documented advice for a mask-input round is a single mask               [G]
+    multimask: bool = False
+    prompt: RefinePrompt = RefinePrompt.MASK  # [P]
+    #: after the last round, keep only the best-scoring component of the mask       [G]
+    keep_component: bool = False
+
+    def __post_init__(self) -> None:
+        if self.rounds < 0:
+            raise ValueError("rounds must be >= 0")
+        if self.connectivity not in (4, 8):
+            raise ValueError("connectivity must be 4 or 8")
+        if self.opening_size < 1:
+            raise ValueError("opening_size must be >= 1")
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """What the decoder is prompted with, and how its masks are chosen (spec §4)."""
+
+    strategy: PromptStrategy = PromptStrategy.POINTS  # [P]; the lite preset uses a box
+    #: ask the decoder for its 3 masks and choose one                                [P]
+    multimask: bool = True
+    mask_choice: MaskChoice = MaskChoice.PROTOTYPE  # [A]
+    #: a box's region: pixels of the synergy map at or above this quantile of the
+    #: map, connected to the positive points                                         [G]
+    box_quantile: float = 0.97
+    #: keep only the most confident of the regions holding positives               [G]
+    box_single_region: bool = True
+    #: extra margin around a derived box, as a fraction of its side                  [G]
+    box_margin: float = 0.1
+    #: cap on a derived box's side as a multiple of the support mask's box side     [G]
+    box_max_scale: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.box_quantile < 1.0:
+            raise ValueError("box_quantile must lie in (0, 1)")
+
+
+@dataclass(frozen=True)
+class GeometryConfig:
+    """How a native slice becomes the method's R x R square and back (spec §0)."""
+
+    #: ROI side R                                                                    [P] 256
+    roi_size: int = 256
+    #: keep the slice's physical aspect ratio (pixel spacing included) by padding to
+    #: a square before resizing; False stretches as the spec's plain resize does     [G]
+    keep_aspect: bool = True
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    """Per-slice acceptance (spec §6: a product must decide which slices hold the target)."""
+
+    #: reject a slice whose chosen mask's prototype similarity falls below this
+    #: (None: paint every slice, as the paper does on organ slices)                  [G]
+    min_score: Optional[float] = None
+    #: masks smaller than this many native pixels count as empty                     [G]
+    min_pixels: int = 0
+
+
+@dataclass(frozen=True)
+class SynPoConfig:
+    """Everything that decides SynPo's result on one slice, and on a volume."""
+
+    window: WindowConfig = field(default_factory=WindowConfig)
+    geometry: GeometryConfig = field(default_factory=GeometryConfig)
+    synergy: SynergyConfig = field(default_factory=SynergyConfig)
+    points: PointConfig = field(default_factory=PointConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+
+    def replace(self, **sections) -> "SynPoConfig":
+        """Copy with whole sections replaced, e.g. ``cfg.replace(refine=RefineConfig(rounds=0))``."""
+        return dataclasses.replace(self, **sections)
+
+    def updated(self, **dotted) -> "SynPoConfig":
+        """Copy with single fields changed: ``cfg.updated(**{"points.n_negative": 0})``."""
+        cfg = self
+        for key, value in dotted.items():
+            section, _, name = key.partition(".")
+            if not name:
+                raise KeyError(f"expected 'section.field', got {key!r}")
+            current = getattr(cfg, section)
+            cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(current, **{name: value})})
+        return cfg
+
+    def to_dict(self) -> dict:
+        def convert(value):
+            if isinstance(value, enum.Enum):
+                return value.value
+            if isinstance(value, tuple):
+                return list(value)
+            return value
+
+        return {
+            f.name: {k: convert(v) for k, v in dataclasses.asdict(getattr(self, f.name)).items()}
+            for f in dataclasses.fields(self)
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SynPoConfig":
+        sections = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in data:
+                continue
+            section_type = type(getattr(cls(), f.name))
+            values = {}
+            for sub in dataclasses.fields(section_type):
+                if sub.name in data[f.name]:
+                    value = data[f.name][sub.name]
+                    value = _coerce(section_type, sub.name, value)
+                    values[sub.name] = value
+            sections[f.name] = section_type(**values)
+        return cls(**sections)
+
+
+#: fields whose type is an enum, by (section class, field) -> enum; Optional enums too
+_ENUM_FIELDS = {
+    (PromptConfig, "strategy"): PromptStrategy,
+    (PromptConfig, "mask_choice"): MaskChoice,
+    (SynergyConfig, "prototype"): PrototypeForm,
+    (PointConfig, "method"): PointMethod,
+    (RefineConfig, "prompt"): RefinePrompt,
+}
+
+
+def _coerce(section_type, name, value):
+    """A JSON value back to its field's type (enums and tuples)."""
+    enum_type = _ENUM_FIELDS.get((section_type, name))
+    if enum_type is not None and value is not None:
+        return enum_type(value)
+    if isinstance(value, list):
+        return tuple(value)
+    return value
