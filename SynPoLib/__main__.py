@@ -1,0 +1,7 @@
+"""``python -m SynPoLib`` is the ``synpo`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
