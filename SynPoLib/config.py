@@ -198,6 +198,8 @@ class PromptConfig:
     box_single_region: bool = True
     #: extra margin around a derived box, as a fraction of its side                  [G]
     box_margin: float = 0.1
+    #: margin of the support-box strategy, as a fraction of the support box's side [G]
+    support_box_margin: float = 0.0
     #: cap on a derived box's side as a multiple of the support mask's box side     [G]
     box_max_scale: float = 2.0
 

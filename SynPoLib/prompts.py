@@ -43,7 +43,9 @@ def _clip_box(box: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 def _centred_box(centre_xy: np.ndarray, size_wh: np.ndarray) -> np.ndarray:
-    half = np.asarray(size_wh, np.float32) / 2.0
+    """A box of ``size_wh`` pixels centred on a point; corners are pixel centres (inclusive),
+    the convention of :func:`mask_box` and of MedSAM's training boxes."""
+    half = (np.maximum(np.asarray(size_wh, np.float32), 1.0) - 1.0) / 2.0
     c = np.asarray(centre_xy, np.float32)
     return np.array([c[0] - half[0], c[1] - half[1], c[0] + half[0], c[1] + half[1]], np.float32)
 
@@ -87,7 +89,8 @@ def derive_box(syn: np.ndarray, points: PointPrompts, support_box_wh: Optional[n
                cfg: PromptConfig, valid: np.ndarray, strategy: PromptStrategy) -> np.ndarray:
     """A box prompt for the box strategies.
 
-    - ``SUPPORT_BOX``: the support mask's box size, centred on the positive points.
+    - ``SUPPORT_BOX``: the support mask's box size (grown by ``support_box_margin``),
+      centred on the positive points.
     - ``BOX``/``BOX_POINTS``: the box of the confident region holding the positives,
       grown by ``box_margin`` and capped at ``box_max_scale`` times the support box.
     """
@@ -96,7 +99,8 @@ def derive_box(syn: np.ndarray, points: PointPrompts, support_box_wh: Optional[n
     if strategy == PromptStrategy.SUPPORT_BOX:
         if support_box_wh is None:
             raise ValueError("support-box strategy needs the support mask's box size")
-        return _clip_box(_centred_box(centre, support_box_wh), valid)
+        size = np.asarray(support_box_wh, np.float32) * (1.0 + 2.0 * cfg.support_box_margin)
+        return _clip_box(_centred_box(centre, size), valid)
     region = confident_region(syn, positives, cfg.box_quantile, valid, cfg.box_single_region)
     box = mask_box(region)
     if box is None:

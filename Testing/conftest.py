@@ -35,3 +35,25 @@ def lite_backend():
     from SynPoLib.backends import create_backend
 
     return create_backend("lite")
+
+
+def ellipsoid_volume(shape=(16, 20, 24), centre=None, radii=None, seed=0):
+    """A textured MRI-like volume with one bright ellipsoid: (volume float32, mask bool).
+
+    Slices through the ellipsoid show a bright blob on a darker textured background,
+    which a SAM-family model segments from a box without any doubt about the answer.
+    """
+    rng = np.random.default_rng(seed)
+    shape = tuple(shape)
+    centre = np.array(centre if centre is not None else [(n - 1) / 2 for n in shape], float)
+    radii = np.array(radii if radii is not None else [n * 0.3 for n in shape], float)
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1)
+    mask = (((grid - centre) / radii) ** 2).sum(-1) <= 1.0
+    volume = 60 + 10 * rng.standard_normal(shape)
+    volume[mask] = 200 + 5 * rng.standard_normal(int(mask.sum()))
+    return volume.astype(np.float32), mask
+
+
+@pytest.fixture
+def blob():
+    return ellipsoid_volume()

@@ -1,0 +1,45 @@
+# The two set-up commands of the README (fresh machine -> result):
+#   make demo   installs SynPo (lite backend) and segments a real MRI from one slice
+#   make test   installs SynPo with every backend and the test tools, and runs the tests
+# Both are idempotent: a second run reuses the virtual environment.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
+DATA   := /usr/share/mricron/templates/ch2.nii.gz
+# torch through pip's own resolution; torchvision is needed by sam2. On a GPU machine,
+# install the CUDA build you want first (pip keeps a satisfying torch).
+TORCH  := "torch>=2.1" "torchvision>=0.16"
+
+.PHONY: demo test install install-test data clean
+
+demo: install data
+	$(BIN)/synpo demo --out demo-output
+
+test: install-test data
+	$(BIN)/python -m pytest Testing -ra
+
+data: $(DATA)
+$(DATA):
+	$(SUDO) apt-get install -y -q mricron-data || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q mricron-data)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+
+install: $(VENV)/.installed-lite
+$(VENV)/.installed-lite: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e ".[lite]"
+	touch $@
+
+install-test: $(VENV)/.installed-test
+$(VENV)/.installed-test: $(VENV)/.installed-lite
+	$(BIN)/pip install -q -e ".[lite,sam2,test]"
+	# sam2 builds against the installed torch; its CUDA extension is optional
+	SAM2_BUILD_CUDA=0 $(BIN)/pip install -q --no-build-isolation "sam2==1.1.0"
+	touch $@
+
+clean:
+	rm -rf $(VENV) demo-output
