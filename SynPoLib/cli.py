@@ -260,7 +260,7 @@ def run_segment(args: argparse.Namespace) -> int:
 def _write_outputs(args, query, result, reference, name, color) -> None:
     """Write every requested output, or none of them."""
     from .io import DEFAULT_COLOR, atomic_path, segmentation_dict, write_labelmap
-    from .overlay import pick_slices, save_montage
+    from .overlay import display_orientation, pick_slices, save_montage
     from .preprocess import in_plane_spacing
 
     import slicerio
@@ -280,7 +280,8 @@ def _write_outputs(args, query, result, reference, name, color) -> None:
             row_sp, col_sp = in_plane_spacing(query.spacing, args.axis)
             save_montage(tmp_png, query.array, result.mask, args.axis, shown, result.window,
                          reference=reference, records=records, titles=titles, aspect=row_sp / col_sp,
-                         title=f"{name}: green = SynPo, dashed yellow = reference, + / x = prompts")
+                         title=f"{name}: green = SynPo, dashed yellow = reference, + / x = prompts",
+                         orientation=display_orientation(query.direction, args.axis))
         if args.records:
             tmp_rec = stack.enter_context(atomic_path(args.records))
             tmp_rec.write_text(json.dumps({

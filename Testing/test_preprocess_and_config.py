@@ -113,3 +113,28 @@ def test_paper_preset_holds_the_papers_values():
     assert cfg.prompt.strategy is PromptStrategy.POINTS and cfg.prompt.multimask
     with pytest.raises(ValueError, match="unknown preset"):
         preset("nope")
+
+
+def test_display_orientation_is_radiological():
+    from SynPoLib.overlay import display_orientation
+
+    # Colin27's grid: i -> right-to-left flipped (-x), j -> -y (anterior), k -> +z
+    colin = (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)
+    axial = display_orientation(colin, 0)  # rows j (toward anterior), cols i (toward right)
+    assert not axial.transpose and axial.flip_rows and axial.flip_cols
+    coronal = display_orientation(colin, 1)  # rows k (superior), cols i
+    assert not coronal.transpose and coronal.flip_rows and coronal.flip_cols
+    sagittal = display_orientation(colin, 2)  # rows k, cols j (toward anterior): anterior goes left
+    assert not sagittal.transpose and sagittal.flip_rows and sagittal.flip_cols
+    # identity LPS grid, axial slice: rows already posterior-down, cols toward left
+    ident = display_orientation((1, 0, 0, 0, 1, 0, 0, 0, 1), 0)
+    assert ident == type(ident)()
+    # a permuted grid (i along y, j along x) is transposed for display
+    permuted = display_orientation((0, 1, 0, 1, 0, 0, 0, 0, 1), 0)
+    assert permuted.transpose
+    # points follow the image
+    img = np.arange(12).reshape(3, 4)
+    view = axial
+    shown = view.image(img)
+    pt = view.points(np.array([[1, 2]]), img.shape)[0]  # native (col 1, row 2) holds img[2, 1]
+    assert shown[int(pt[1]), int(pt[0])] == img[2, 1]
