@@ -102,13 +102,18 @@ def _key_diff(missing, unexpected) -> str:
     return "; ".join(parts)
 
 
-def load_dinov2_checkpoint(model: torch.nn.Module, path: Path) -> None:
+def load_dinov2_checkpoint(model: torch.nn.Module, path: Path, assign: bool = False) -> None:
     """Load a timm- or original-format DINOv2 checkpoint file into ``model`` with strict keys."""
-    load_dinov2_state(model, read_state_dict(path), path)
+    load_dinov2_state(model, read_state_dict(path), path, assign=assign)
 
 
-def load_dinov2_state(model: torch.nn.Module, state: Dict[str, torch.Tensor], source: object) -> None:
-    """Convert ``state`` with timm's converter and load it strictly; errors name ``source``."""
+def load_dinov2_state(model: torch.nn.Module, state: Dict[str, torch.Tensor], source: object,
+                      assign: bool = False) -> None:
+    """Convert ``state`` with timm's converter and load it strictly; errors name ``source``.
+
+    ``assign`` puts the checkpoint's tensors (cast to the model's dtypes) in place of
+    the model's, for a model built on the meta device.
+    """
     from timm.models.vision_transformer import checkpoint_filter_fn
 
     path = source
@@ -138,7 +143,9 @@ def load_dinov2_state(model: torch.nn.Module, state: Dict[str, torch.Tensor], so
         k = shapes[0]
         raise WeightsError(f"{path} does not match the DINOv2 architecture: {k} has shape "
                            f"{tuple(state[k].shape)}, the model {tuple(expected[k].shape)}; check --dino-model")
-    model.load_state_dict(state, strict=True)
+    if assign:
+        state = {k: v.to(dtype=expected[k].dtype) for k, v in state.items()}
+    model.load_state_dict(state, strict=True, assign=assign)
 
 
 def build_dinov2(model: str = DEFAULT_DINO, *, grid: int = 64, checkpoint: Optional[Path] = None,
@@ -149,12 +156,22 @@ def build_dinov2(model: str = DEFAULT_DINO, *, grid: int = 64, checkpoint: Optio
     spec = dino_spec(model)
     if grid < 1:
         raise ValueError(f"DINOv2 grid must be >= 1, got {grid}")
+
+    def create(on: torch.device) -> torch.nn.Module:
+        with torch.device(on):
+            return timm.create_model(spec.timm_name, pretrained=False, img_size=grid * PATCH, num_classes=0)
+
+    if checkpoint is not None:
+        # Random initialisation of weights that the checkpoint replaces costs ~10 s
+        # for ViT-L on a CPU (more for ViT-g): build on the meta device and take the
+        # checkpoint's tensors. Every tensor is a parameter the strict load covers.
+        net = create(torch.device("meta"))
+        if next(net.buffers(), None) is None:
+            load_dinov2_checkpoint(net, checkpoint, assign=True)
+            return net.to(device).eval().requires_grad_(False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        # Built straight on the device: initialising 1.1 B parameters on a CPU first
-        # costs seconds for weights that are overwritten anyway.
-        with torch.device(device):
-            net = timm.create_model(spec.timm_name, pretrained=False, img_size=grid * PATCH, num_classes=0)
+        net = create(device)  # straight on the device: a GPU initialises in a blink
     if checkpoint is not None:
         load_dinov2_checkpoint(net, checkpoint)
     return net.eval().requires_grad_(False)
