@@ -42,6 +42,8 @@ DECODER_GFLOP = 3.6
 DECODER_CALLS = 3
 #: the decoder's small matmuls reach far less of a CPU's speed: measured 0.03-0.05
 DECODER_CPU_EFFICIENCY = 0.05
+#: LiteMedSAM per slice, counted the same way: encoder 74.9 + one decoder call 3.6
+LITE_GFLOP = 78.5
 
 _models: Dict[Tuple, object] = {}
 _models_lock = threading.Lock()
@@ -234,12 +236,14 @@ def create_sam2(**options) -> SAM2DINOv2Backend:
 
 def cpu_warning(backend: str, sam2: str, dino: Optional[str], sam2_image_size: int = SAM2_IMAGE_SIZE) -> str:
     """The warning printed when the paper's models are about to run on a CPU."""
-    seconds = estimate_cpu_seconds(sam2, dino if backend == "synpo" else None, sam2_image_size)
-    models = f"SAM 2.1 {sam2_size(sam2)}" + (f" + DINOv2 {dino}" if backend == "synpo" and dino else "")
+    dino = dino if backend == "synpo" else None
+    seconds = estimate_cpu_seconds(sam2, dino, sam2_image_size)
+    gflop = estimate_gflop(sam2, dino, sam2_image_size) + DECODER_CALLS * DECODER_GFLOP
+    models = f"SAM 2.1 {sam2_size(sam2)}" + (f" + DINOv2 {dino}" if dino else "")
     return (f"warning: running the {backend} backend ({models}) on the CPU: expect about {seconds:.0f} s per slice "
             f"on this machine (an estimate from the models' FLOPs and this CPU's measured speed). "
             "With a GPU, use --device cuda (or mps); without one, --backend lite is made for CPUs "
-            "(LiteMedSAM, well under a second per slice).")
+            f"(LiteMedSAM: about {gflop / LITE_GFLOP:.0f} times less computation per slice).")
 
 
 def options_from_args(args, log=None) -> dict:
