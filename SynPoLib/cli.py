@@ -151,8 +151,23 @@ def _segment_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--axis", type=int, default=0, choices=(0, 1, 2),
                    help="array axis of the slices, in (k, j, i) order: 0 = k (default), 1 = j, 2 = i")
     p.add_argument("--label", type=int, help="label value of the structure in --support-mask")
-    p.add_argument("--backend", default="lite", help="model family (default: lite)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: automatic)")
+    p.add_argument("--backend", default="lite",
+                   help="model family: lite (LiteMedSAM, made for CPUs; default), synpo (SAM 2.1 + DINOv2, the "
+                        "paper; wants a GPU), sam2 (SAM 2.1 alone)")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1, mps (default: auto = CUDA > MPS > CPU)")
+    p.add_argument("--sam2-size", default=None, choices=("tiny", "small", "base_plus", "large"),
+                   help="SAM 2.1 size for the synpo and sam2 backends (default: large, the paper's)")
+    p.add_argument("--dino-model", default=None,
+                   help="DINOv2 of the synpo backend: vits14, vitb14, vitl14, vitg14, each also -reg4, or sinder "
+                        "(the paper's SINDER ViT-g/14) (default: vitl14-reg4)")
+    p.add_argument("--sam2-checkpoint", default=None, help="local SAM 2.1 checkpoint (.pt) instead of the cached one")
+    p.add_argument("--dino-checkpoint", default=None,
+                   help="local DINOv2 checkpoint, timm or original DINOv2 format (e.g. SINDER's sinder.pth)")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="GPU autocast precision (default: auto = bf16 where supported, else fp16; fp32 on CPU)")
+    p.add_argument("--weights-dir", default=None, help="weights cache folder (default: $SYNPO_WEIGHTS_DIR or "
+                                                       "~/.cache/synpo/weights)")
+    p.add_argument("--offline", action="store_true", help="never download weights (also: SYNPO_OFFLINE=1)")
     p.add_argument("--range", dest="slice_range", help="query slices START:STOP, half-open (default: all)")
     p.add_argument("--out", required=True, help="output segmentation (.seg.nrrd)")
     p.add_argument("--labelmap", help="also write the mask as a labelmap image (e.g. .nii.gz)")
@@ -168,17 +183,57 @@ def _segment_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="JSON file of configuration sections (see SynPoLib.config)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override one parameter, e.g. --set points.n_negative=2 (repeatable)")
-    p.add_argument("--batch-size", type=int, default=1, help="query slices per encoder batch")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="query slices per encoder batch (default: 1 on CPU, 16 on a GPU; the GPU batch shrinks "
+                        "to the free memory and halves on out-of-memory)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _open_backend(name: str, device: Optional[str]):
+#: backends built on SAM 2.1 (their options and weights come from SynPoLib.backends.sam2_dinov2)
+_SAM2_BACKENDS = ("synpo", "sam2")
+
+
+def _backend_options(args: argparse.Namespace) -> dict:
+    """Options of the chosen backend; for SAM 2.1 backends the weights are resolved here,
+    first, so a missing file fails before any other work."""
+    from .backends import BACKENDS
+    from .weights import WeightsError
+
+    name = args.backend
+    if name not in BACKENDS:
+        raise InputError(f"unknown backend {name!r}; choose from {', '.join(sorted(BACKENDS))}")
+    if name in _SAM2_BACKENDS:
+        from .backends.sam2_dinov2 import options_from_args
+
+        try:
+            return options_from_args(args)
+        except WeightsError as exc:
+            raise InputError(str(exc)) from None
+    given = [flag for flag, attr in (("--sam2-size", "sam2_size"), ("--dino-model", "dino_model"),
+                                     ("--sam2-checkpoint", "sam2_checkpoint"), ("--dino-checkpoint", "dino_checkpoint"))
+             if getattr(args, attr, None)]
+    if given:
+        raise InputError(f"{', '.join(given)} apply to the synpo and sam2 backends, not {name}")
+    device = getattr(args, "device", None)
+    if device is None:
+        return {}
+    from .device import resolve_device
+
+    return {"device": str(resolve_device(device))}  # "auto" and absent devices handled in one place
+
+
+def _open_backend(name: str, device: Optional[str] = None, options: Optional[dict] = None):
     from .backends import BACKENDS, create_backend
+    from .weights import WeightsError
 
     if name not in BACKENDS:
         raise InputError(f"unknown backend {name!r}; choose from {', '.join(sorted(BACKENDS))}")
-    options = {} if device is None else {"device": device}
-    return create_backend(name, **options)
+    if options is None:
+        options = {} if device is None else {"device": device}
+    try:
+        return create_backend(name, **options)
+    except WeightsError as exc:
+        raise InputError(str(exc)) from None
 
 
 def run_segment(args: argparse.Namespace) -> int:
@@ -189,6 +244,7 @@ def run_segment(args: argparse.Namespace) -> int:
     for flag, value in (("--out", args.out),):
         if not str(value).endswith((".seg.nrrd", ".nrrd")):
             raise InputError(f"{flag} must end in .seg.nrrd, got {value}")
+    backend_options = _backend_options(args)
     query = read_volume(args.query)
     support_vol = read_volume(args.support) if args.support else query
     mask_vol = read_volume(args.support_mask)
@@ -222,7 +278,11 @@ def run_segment(args: argparse.Namespace) -> int:
         slices = range(start, stop)
     slices = resolve_slices(slices, n_query)
 
-    backend = _open_backend(args.backend, args.device)
+    backend = _open_backend(args.backend, options=backend_options)
+    batch_size = args.batch_size
+    if batch_size is None:
+        suggest = getattr(backend, "suggested_batch_size", None)
+        batch_size = suggest() if suggest is not None else 1
     cfg = build_config(backend.preset, args.config, args.set)
     if args.window:
         cfg = cfg.replace(window=WindowConfig(window=tuple(args.window)))
@@ -232,10 +292,14 @@ def run_segment(args: argparse.Namespace) -> int:
                       spacing=support_vol.spacing)
     bar = _ProgressBar(enabled=not args.quiet)
     started = time.perf_counter()
+    from .device import DeviceMemoryError
+
     try:
         result = segment_volume(backend, query.array, support, config=cfg, slices=slices,
                                 query_spacing=query.spacing, same_volume=same,
-                                batch_size=args.batch_size, progress=bar)
+                                batch_size=batch_size, progress=bar)
+    except DeviceMemoryError as exc:
+        raise InputError(str(exc)) from None
     finally:
         bar.close()
     elapsed = time.perf_counter() - started
@@ -319,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _load_extensions() -> None:
     """Import the modules that register further subcommands."""
     from . import demo  # noqa: F401  (registers "demo")
+    from . import weights_cli  # noqa: F401  (registers "weights")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

