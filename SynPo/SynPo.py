@@ -741,14 +741,10 @@ class SynPoLogic(ScriptedLoadableModuleLogic):
 #
 
 class SynPoTest(ScriptedLoadableModuleTest):
-    """On SampleData MRHead: the test draws the head on one axial slice (threshold + largest
-    island + filled holes), SynPo (lite backend) segments the slices around it, and the
-    result is checked for its geometry (the query volume's grid) and a Dice floor against
-    the same rule applied to those slices."""
-
-    #: Dice floor of the head outline on MRHead's neighbouring slices                 [G]
-    DICE_FLOOR = 0.85
-    MARGIN = 3
+    """On SampleData MRHead. The test puts an ellipsoidal lesion (defined in RAS mm) into a copy
+    of the volume, labels it on its central slice, runs SynPo (lite backend) on the slices around
+    it through the Logic, and checks the result's geometry (the query volume's grid, the lesion's
+    RAS place) and a Dice floor (SynPoLib.selftest; the same recipe runs in pytest on Colin27)."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -759,45 +755,33 @@ class SynPoTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_SynPoCancelRestoresScene()
 
-    @staticmethod
-    def _headMask(array):
-        import numpy as np
-        from scipy import ndimage
-
-        out = np.zeros(array.shape, np.uint8)
-        for k in range(array.shape[0]):
-            fg = array[k] > 0.1 * array.max()
-            labels, n = ndimage.label(fg)
-            if n:
-                biggest = np.argmax(np.bincount(labels.ravel())[1:]) + 1
-                out[k] = ndimage.binary_fill_holes(labels == biggest)
-        return out
-
     def _scene(self):
-        import numpy as np
         import SampleData
 
-        volume = SampleData.SampleDataLogic().downloadSample("MRHead")
-        array = slicer.util.arrayFromVolume(volume)
-        truth = self._headMask(array)
-        k = int(np.argmax(truth.sum(axis=(1, 2))))
-        support = np.zeros_like(truth)
-        support[k] = truth[k]
+        from SynPoLib import mrml, selftest
+
+        original = SampleData.SampleDataLogic().downloadSample("MRHead")
+        case = selftest.lesion_case(mrml.volume_array(original), mrml.ijk_to_world(original), axis=0)
+        volume = slicer.modules.volumes.logic().CloneVolume(slicer.mrmlScene, original, "MRHead with test lesion")
+        slicer.util.updateVolumeFromArray(volume, case.image)
         segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "support")
         segmentation.CreateDefaultDisplayNodes()
         segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
-        segmentId = segmentation.GetSegmentation().AddEmptySegment("", "head", [0.9, 0.6, 0.4])
-        slicer.util.updateSegmentBinaryLabelmapFromArray(support, segmentation, segmentId, volume)
-        return volume, segmentation, segmentId, truth, k
+        segmentId = segmentation.GetSegmentation().AddEmptySegment("", "lesion", [0.9, 0.6, 0.4])
+        slicer.util.updateSegmentBinaryLabelmapFromArray(case.support, segmentation, segmentId, volume)
+        return original, volume, segmentation, segmentId, case
 
     def test_SynPoLogicOnSampleData(self):
         import numpy as np
 
+        from SynPoLib import mrml, selftest
+
         self.delayDisplay("SynPo on MRHead (lite backend)")
-        volume, segmentation, segmentId, truth, k = self._scene()
+        original, volume, segmentation, segmentId, case = self._scene()
+        originalVoxels = slicer.util.arrayFromVolume(original).copy()
         logic = SynPoLogic()
-        run = logic.segment(volume, segmentation, segmentId, axis=0, supportSlices=[k], output="new",
-                            backend="lite", sliceRange="around", margin=self.MARGIN)
+        run = logic.segment(volume, segmentation, segmentId, axis=0, supportSlices=[case.slice], output="new",
+                            backend="lite", sliceRange="around", margin=selftest.MARGIN)
         result = run.writer.segmentation_node
         # geometry: the query volume is the reference, and the labelmap lies on its grid
         role = slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()
@@ -810,26 +794,34 @@ class SynPoTest(ScriptedLoadableModuleTest):
         for r in range(4):
             for c in range(4):
                 self.assertAlmostEqual(segmentToWorld.GetElement(r, c), volumeToWorld.GetElement(r, c), places=6)
-        got = slicer.util.arrayFromSegmentBinaryLabelmap(result, run.writer.segment_id, volume)
-        rows = [i for i in range(k - self.MARGIN, k + self.MARGIN + 1) if i != k]
-        a, b = got[rows] > 0, truth[rows] > 0
-        dice = 2.0 * (a & b).sum() / (a.sum() + b.sum())
-        self.delayDisplay(f"Dice {dice:.3f} on {len(rows)} slices")
-        self.assertGreaterEqual(dice, self.DICE_FLOOR)
-        self.assertFalse(np.delete(got, list(range(k - self.MARGIN, k + self.MARGIN + 1)), axis=0).any())
-        self.assertEqual(len(run.records), 2 * self.MARGIN + 1)
+        got = mrml.segment_array(result, run.writer.segment_id, volume)
+        dice = selftest.dice(got[case.scored], case.truth[case.scored])
+        self.delayDisplay(f"Dice {dice:.3f} on {len(case.scored)} slices")
+        self.assertGreaterEqual(dice, selftest.DICE_FLOOR)
+        near = list(range(case.slice - selftest.MARGIN, case.slice + selftest.MARGIN + 1))
+        self.assertFalse(np.delete(got, near, axis=0).any())
+        self.assertEqual(len(run.records), len(near))
+        # the result sits where the lesion was put, in RAS millimetres
+        ijk = mrml.ijk_to_world(volume)
+        found = mrml.voxel_centers_ras(ijk, np.argwhere(got > 0)).mean(axis=0)
+        expected = mrml.voxel_centers_ras(ijk, np.argwhere(case.truth[near] > 0) + [near[0], 0, 0]).mean(axis=0)
+        self.assertLess(float(np.linalg.norm(found - expected)), 2.0)
+        # the input volumes are untouched
+        self.assertTrue(np.array_equal(slicer.util.arrayFromVolume(original), originalVoxels))
+        self.assertTrue(np.array_equal(slicer.util.arrayFromVolume(volume), case.image))
 
     def test_SynPoCancelRestoresScene(self):
         self.delayDisplay("Cancel restores the scene")
-        volume, segmentation, segmentId, truth, k = self._scene()
+        original, volume, segmentation, segmentId, case = self._scene()
         before = [slicer.mrmlScene.GetNthNode(i).GetID() for i in range(slicer.mrmlScene.GetNumberOfNodes())]
         segmentsBefore = list(segmentation.GetSegmentation().GetSegmentIDs())
         logic = SynPoLogic()
-        run = logic.segment(volume, segmentation, segmentId, axis=0, supportSlices=[k], output="support",
+        run = logic.segment(volume, segmentation, segmentId, axis=0, supportSlices=[case.slice], output="support",
                             backend="lite", wait=False)
         while len(run.records) < 2 and not run.finished:
             run.poll()
             slicer.app.processEvents()
+        self.assertIn(run.writer.segment_id, list(segmentation.GetSegmentation().GetSegmentIDs()))
         run.cancel()
         status = run.wait(on_status=lambda s: slicer.app.processEvents())
         self.assertEqual(status.state, "cancelled")

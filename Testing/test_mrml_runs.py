@@ -7,6 +7,8 @@ cancel and failure. Small volumes and few slices: each slice is a real encoder p
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -63,11 +65,18 @@ def test_logic_path_streams_into_the_support_segmentation_and_commits(lite_backe
     events = []
     seg.GetSegmentation().AddObserver(slicer.vtkSegmentation.SourceRepresentationModified,
                                       lambda caller, event: events.append(event))
-    run = run_on_nodes(lite_backend, volume, seg, sid, axis=0, support_slices=[s], output_segmentation=seg,
+    built = []
+
+    def build():  # the module passes a factory: the model is built on the worker thread
+        built.append(threading.current_thread().name)
+        return lite_backend
+
+    run = run_on_nodes(build, volume, seg, sid, axis=0, support_slices=[s], output_segmentation=seg,
                        slice_range="around", margin=1)
     statuses = []
     status = run.start().wait(timeout=300, on_status=statuses.append)
     assert status.state == "finished", status.error
+    assert built == ["SynPo-worker_0"] and status.stage == "segmenting with lite on cpu"
     assert [r.index for r in status.records] == [s - 1, s, s + 1]
     assert [r.support_index for r in status.records] == [s, -1, s]
     assert len(events) >= 3  # slices streamed in, then the whole result
@@ -219,3 +228,42 @@ def test_run_refuses_an_output_grid_that_is_not_the_query(lite_backend):
     inputs = mrml.read_inputs(volume, seg, sid, axis=0)
     with pytest.raises(mrml.MRMLInputError, match="write with the query volume as reference"):
         SegmentationRun(lite_backend, inputs, mrml.SegmentWriter(other, None))
+
+
+def test_self_test_recipe_on_a_real_head_mri(lite_backend):
+    """The steps of SynPoTest (SynPo.py) on Colin27 instead of MRHead, through the same path."""
+    import SimpleITK as sitk
+
+    from SynPoLib import selftest
+    from conftest import TEMPLATES
+
+    image = sitk.ReadImage(str(TEMPLATES / "ch2.nii.gz"))
+    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    lps = np.eye(4)
+    lps[:3, :3] = np.asarray(image.GetDirection()).reshape(3, 3) * np.asarray(image.GetSpacing())[None, :]
+    lps[:3, 3] = image.GetOrigin()
+    ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # how Slicer shows an LPS file
+    scene = new_scene()
+    original = add_volume(scene, array, ras, name="Colin27", window=(0.0, 200.0))
+    case = selftest.lesion_case(mrml.volume_array(original), mrml.ijk_to_world(original), axis=0)
+    volume = add_volume(scene, case.image, ras, name="Colin27 with test lesion", window=(0.0, 200.0))
+    seg, (sid,) = add_segmentation(scene, volume, [("lesion", case.support, (0.9, 0.6, 0.4))])
+    before = snapshot(scene)
+    run = run_on_nodes(lite_backend, volume, seg, sid, axis=0, support_slices=[case.slice],
+                       slice_range="around", margin=selftest.MARGIN)
+    status = run.start().wait(timeout=600)
+    assert status.state == "finished", status.error
+    out = run.writer.segmentation_node
+    role = slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()
+    assert out.GetNodeReference(role) is volume
+    got = mrml.segment_array(out, run.writer.segment_id, volume)
+    d = selftest.dice(got[case.scored], case.truth[case.scored])
+    print(f"self-test recipe on Colin27: Dice {d:.3f} over {len(case.scored)} slices")
+    assert d >= selftest.DICE_FLOOR, d
+    near = list(range(case.slice - selftest.MARGIN, case.slice + selftest.MARGIN + 1))
+    assert not np.delete(got, near, axis=0).any()
+    assert len(status.records) == len(near)
+    # in RAS, where the lesion was put
+    truth_centroid = mrml.voxel_centers_ras(ras, np.argwhere(case.truth[near] > 0) + [near[0], 0, 0]).mean(axis=0)
+    assert np.linalg.norm(world_centroid(out, run.writer.segment_id) - truth_centroid) < 1.5
+    assert snapshot(scene)["nodes"][:len(before["nodes"])] == before["nodes"]  # inputs untouched

@@ -290,7 +290,8 @@ def test_self_test_is_registered(tree):
               and isinstance(n.func, ast.Attribute)}
     assert tests and tests <= called, f"runTest does not run {sorted(tests - called)}"
     source = ast.unparse(test)
-    assert "SampleData" in source and re.search(r"backend=['\"]lite['\"]", source) and "DICE_FLOOR" in source
+    assert "SampleData" in source and re.search(r"backend=['\"]lite['\"]", source)
+    assert "selftest.DICE_FLOOR" in source and "selftest.lesion_case" in source
     cmake = (ROOT / "SynPo" / "CMakeLists.txt").read_text()
     assert re.search(r"slicer_add_python_unittest\(\s*SCRIPT\s+\$\{MODULE_NAME\}\.py\s*\)", cmake)
     assert "WITH_GENERIC_TESTS" in cmake
