@@ -65,8 +65,9 @@ PACKAGES: Dict[str, List[Requirement]] = {
                     "1.1: first release with the SAM2.1 configs; 2: next major, untested"),
         Requirement("timm>=1.0,<2", "DINOv2 (ViT with registers) feature extractor",
                     "1.0: DINOv2 register models and their checkpoint converter; 2: next major, untested"),
-        Requirement("huggingface_hub>=0.23,<3", "downloading SAM2.1 and DINOv2 weights",
-                    "0.23: local_dir downloads as plain files (no symlinks into a hidden cache); 3: untested"),
+        Requirement("huggingface_hub>=0.20,<3", "downloading SAM2.1 and DINOv2 weights",
+                    "0.20: the floor SynPo's package declares (pyproject.toml, extra 'sam2'); "
+                    "3: the next major release, untested"),
     ],
 }
 
