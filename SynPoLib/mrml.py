@@ -17,19 +17,22 @@ Geometry rules kept here:
 - input volumes and existing segments are never written to: the result goes into a new
   segment on its own labelmap layer, so a shared layer with other segments is never
   touched, and removing that segment (or the node we created) restores the prior state.
+
+Slice and grid arithmetic lives in :mod:`SynPoLib.slicing`, the threaded run in
+:mod:`SynPoLib.runs` (neither imports ``slicer``); their names are re-exported here.
 """
 
 from __future__ import annotations
 
 import math
-import queue
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from .runs import NodeInputs, RunInProgress, RunStatus, SegmentationRun, active_run  # noqa: F401 (API)
+from .slicing import (AXIS_MATCH_DEGREES, MRMLInputError, Reorientation, axis_direction_name,  # noqa: F401
+                      guess_axis, labelled_slices, map_slice, query_slices, spacing_kji, voxel_centers_ras)
 
 #: segment colour when none is given (Slicer's "tissue" green, as SynPoLib.io)   [G]
 DEFAULT_COLOR = (0.5, 0.68, 0.5)
@@ -37,20 +40,8 @@ DEFAULT_COLOR = (0.5, 0.68, 0.5)
 #: (because it is tilted against the voxel grid) is oblique: the slice the user sees
 #: is not one voxel slice, so "the current slice" would be a guess                  [G]
 OBLIQUE_DRIFT_VOXELS = 0.5
-#: the query's slicing axis may differ in direction from the support's by at most this
-#: angle; beyond it the query's slices cut the anatomy at another angle than the
-#: labelled slice and the one-shot transfer has nothing to stand on                  [G]
-AXIS_MATCH_DEGREES = 20.0
 #: name Slicer gives the binary labelmap representation
 BINARY_LABELMAP = "Binary labelmap"
-
-
-class MRMLInputError(ValueError):
-    """A node cannot be used as given; the message says what to change."""
-
-
-class RunInProgress(RuntimeError):
-    """Another SynPo run is active in this process (runs are never re-entered)."""
 
 
 # --------------------------------------------------------------------------- matrices
@@ -100,29 +91,6 @@ def ijk_to_world(volume_node) -> np.ndarray:
     matrix = vtk.vtkMatrix4x4()
     volume_node.GetIJKToRASMatrix(matrix)
     return parent_to_world(volume_node) @ _to_numpy(matrix)
-
-
-def spacing_kji(ijk_to_ras: np.ndarray) -> Tuple[float, float, float]:
-    """Voxel spacing in array order (k, j, i) from a voxel-to-RAS matrix."""
-    norms = np.linalg.norm(np.asarray(ijk_to_ras)[:3, :3], axis=0)
-    return float(norms[2]), float(norms[1]), float(norms[0])
-
-
-def axis_direction_name(ijk_to_ras: np.ndarray, axis: int) -> str:
-    """Anatomical name of array ``axis``'s direction, e.g. "I-S (axial slices)"."""
-    d = np.asarray(ijk_to_ras)[:3, 2 - axis]
-    k = int(np.argmax(np.abs(d)))
-    ends = (("L", "R"), ("P", "A"), ("I", "S"))[k]
-    towards = ends if d[k] > 0 else ends[::-1]
-    view = ("sagittal", "coronal", "axial")[k]
-    return f"{towards[0]}-{towards[1]} ({view} slices)"
-
-
-def voxel_centers_ras(ijk_to_ras: np.ndarray, kji: np.ndarray) -> np.ndarray:
-    """World RAS of voxel centres given as (N, 3) (k, j, i) indices."""
-    kji = np.asarray(kji, dtype=float).reshape(-1, 3)
-    ijk1 = np.concatenate([kji[:, ::-1], np.ones((len(kji), 1))], axis=1)
-    return (np.asarray(ijk_to_ras) @ ijk1.T).T[:, :3]
 
 
 # --------------------------------------------------------------------------- volumes
@@ -306,24 +274,6 @@ def contrasting_color(color: Sequence[float]) -> Tuple[float, float, float]:
     return tuple(float(c) for c in colorsys.hls_to_rgb((h + 0.5) % 1.0, l, s))
 
 
-def guess_axis(mask: np.ndarray) -> int:
-    """The array axis along which the labelled voxels cover the fewest slices.
-
-    One labelled slice covers one slice along its own axis and many along the others;
-    ties (a single voxel, a cube) go to axis 0.
-    """
-    counts = [len(labelled_slices(mask, axis)) for axis in range(3)]
-    if not any(counts):
-        raise MRMLInputError("the support segment is empty: draw the structure on one slice first")
-    return int(np.argmin(counts))
-
-
-def labelled_slices(mask: np.ndarray, axis: int) -> List[int]:
-    """Indices along ``axis`` where the mask has a voxel."""
-    other = tuple(a for a in range(3) if a != axis)
-    return [int(i) for i in np.flatnonzero(np.asarray(mask).any(axis=other))]
-
-
 # --------------------------------------------------------------------------- views
 
 @dataclass(frozen=True)
@@ -390,151 +340,6 @@ def slice_center_ras(volume_node, axis: int, index: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- inputs
-
-@dataclass(frozen=True)
-class Reorientation:
-    """How the query's (k, j, i) array is turned to run along the support's axes.
-
-    ``aligned = flip(transpose(native, perm))``: aligned axis ``a`` is native axis
-    ``perm[a]``, reversed where ``flip[a]``. So a sagittal-acquired query is cut along
-    the same anatomical direction as an axial support slice, and its slices are shown
-    to the model the same way up. Identity when both are one volume.
-    """
-
-    perm: Tuple[int, int, int] = (0, 1, 2)
-    flip: Tuple[bool, bool, bool] = (False, False, False)
-
-    @property
-    def is_identity(self) -> bool:
-        return self.perm == (0, 1, 2) and not any(self.flip)
-
-    @classmethod
-    def between(cls, query_ijk_to_ras: np.ndarray, support_ijk_to_ras: np.ndarray, axis: int,
-                names: Tuple[str, str] = ("query", "support")) -> "Reorientation":
-        """Match each support array axis with the query array axis parallel to it in RAS."""
-
-        def directions(matrix):  # unit world direction of array axes (k, j, i)
-            cols = np.asarray(matrix)[:3, :3] / np.linalg.norm(np.asarray(matrix)[:3, :3], axis=0)
-            return [cols[:, 2], cols[:, 1], cols[:, 0]]
-
-        q_dirs, s_dirs = directions(query_ijk_to_ras), directions(support_ijk_to_ras)
-        cosines = np.array([[float(sd @ qd) for qd in q_dirs] for sd in s_dirs])  # [support a, query b]
-        limit = math.cos(math.radians(AXIS_MATCH_DEGREES))
-        best = int(np.argmax(np.abs(cosines[axis])))
-        if abs(cosines[axis, best]) < limit:
-            angle = math.degrees(math.acos(min(1.0, abs(cosines[axis, best]))))
-            raise MRMLInputError(
-                f"the {names[0]} volume has no slice direction within {AXIS_MATCH_DEGREES:.0f} degrees of the "
-                f"{names[1]} slice's ({angle:.0f} degrees off): its slices would cut the anatomy at another "
-                f"angle. Resample the {names[0]} onto the {names[1]}'s orientation (Resample Scalar Volume "
-                "module) or label a support slice in the same orientation")
-        perm, flip = [0, 0, 0], [False, False, False]
-        perm[axis], flip[axis] = best, bool(cosines[axis, best] < 0)
-        rest_s = [a for a in range(3) if a != axis]
-        rest_q = [b for b in range(3) if b != best]
-        straight = abs(cosines[rest_s[0], rest_q[0]]) + abs(cosines[rest_s[1], rest_q[1]])
-        crossed = abs(cosines[rest_s[0], rest_q[1]]) + abs(cosines[rest_s[1], rest_q[0]])
-        pairs = zip(rest_s, rest_q if straight >= crossed else rest_q[::-1])
-        for a, b in pairs:
-            perm[a] = b
-            # flip in-plane only when clearly reversed; an in-plane rotation keeps its order
-            flip[a] = bool(cosines[a, b] < -limit)
-        return cls(tuple(perm), tuple(flip))
-
-    def to_aligned(self, native: np.ndarray) -> np.ndarray:
-        if self.is_identity:
-            return native
-        out = np.transpose(native, self.perm)
-        for a, f in enumerate(self.flip):
-            if f:
-                out = np.flip(out, axis=a)
-        return np.ascontiguousarray(out)
-
-    def to_native(self, aligned: np.ndarray) -> np.ndarray:
-        if self.is_identity:
-            return aligned
-        out = aligned
-        for a, f in enumerate(self.flip):
-            if f:
-                out = np.flip(out, axis=a)
-        return np.ascontiguousarray(np.transpose(out, np.argsort(self.perm)))
-
-    def aligned_spacing(self, native_spacing: Sequence[float]) -> Tuple[float, float, float]:
-        return tuple(float(native_spacing[self.perm[a]]) for a in range(3))
-
-    def slice_to_native(self, axis: int, index: int, mask: np.ndarray,
-                        aligned_shape: Sequence[int]) -> Tuple[int, int, np.ndarray]:
-        """An aligned slice (axis, index, 2-D mask) as (native axis, native index, native 2-D mask)."""
-        if self.is_identity:
-            return axis, int(index), np.asarray(mask)
-        b, c = [a for a in range(3) if a != axis]
-        m = np.asarray(mask)
-        if self.flip[b]:
-            m = m[::-1, :]
-        if self.flip[c]:
-            m = m[:, ::-1]
-        if self.perm[b] > self.perm[c]:
-            m = m.T
-        native_index = aligned_shape[axis] - 1 - int(index) if self.flip[axis] else int(index)
-        return self.perm[axis], native_index, np.ascontiguousarray(m)
-
-
-@dataclass
-class NodeInputs:
-    """Everything a run needs, copied out of the scene on the main thread.
-
-    ``query`` is turned to run along the support's axes (see :class:`Reorientation`);
-    ``native_shape`` is the query volume's own (k, j, i) shape, where results go.
-    """
-
-    query: np.ndarray
-    query_spacing: Tuple[float, float, float]
-    native_shape: Tuple[int, int, int]
-    reorientation: Reorientation
-    support: Any  # SynPoLib.volume.Support (imported lazily: it needs torch)
-    slices: List[int]
-    same_volume: bool
-    query_window: Optional[Tuple[float, float]]
-    support_name: str
-
-    @property
-    def axis(self) -> int:
-        return self.support.axis
-
-
-def map_slice(index: int, n_from: int, n_to: int) -> int:
-    """A slice index at the same relative position in a volume with ``n_to`` slices."""
-    if n_from <= 1:
-        return 0
-    return int(round(index / (n_from - 1) * (n_to - 1)))
-
-
-def query_slices(mode: str, n_query: int, support_slices: Sequence[int], n_support: int, *,
-                 margin: int = 10, first: int = 0, last: int = -1) -> List[int]:
-    """Query slice indices for a range mode.
-
-    ``"whole"``: every slice; ``"around"``: the support slice(s) (mapped by relative
-    position when the query is another volume) +- ``margin``; ``"custom"``: ``first`` to
-    ``last`` inclusive (``last`` < 0 counts from the end, like Python).
-    """
-    if n_query < 1:
-        raise MRMLInputError("the query volume has no slices along the chosen axis")
-    if mode == "whole":
-        return list(range(n_query))
-    if mode == "around":
-        if margin < 0:
-            raise MRMLInputError(f"the margin around the support must be >= 0, got {margin}")
-        mapped = [map_slice(s, n_support, n_query) for s in support_slices]
-        lo, hi = max(0, min(mapped) - margin), min(n_query - 1, max(mapped) + margin)
-        return list(range(lo, hi + 1))
-    if mode == "custom":
-        lo = first + n_query if first < 0 else first
-        hi = last + n_query if last < 0 else last
-        if not (0 <= lo <= hi < n_query):
-            raise MRMLInputError(f"custom slice range {first}..{last} is outside the query's slices 0..{n_query - 1}")
-        return list(range(lo, hi + 1))
-    raise MRMLInputError(f"unknown slice range {mode!r}: use 'whole', 'around' or 'custom'")
-
 
 def read_inputs(support_volume, segmentation_node, segment_id: str, *, axis: int,
                 support_slices: Optional[Sequence[int]] = None, query_volume=None,
@@ -754,205 +559,6 @@ class SegmentWriter:
 
 
 # --------------------------------------------------------------------------- runs
-
-#: one persistent worker thread for every model call: cuDNN and autotuner caches are
-#: per thread, so reusing one thread keeps later runs fast; it also serialises runs  [G]
-_WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="SynPo-worker")
-_ACTIVE_LOCK = threading.Lock()
-_ACTIVE: List["SegmentationRun"] = []
-
-
-def active_run() -> Optional["SegmentationRun"]:
-    """The run in progress in this process, if any."""
-    with _ACTIVE_LOCK:
-        return _ACTIVE[0] if _ACTIVE else None
-
-
-@dataclass
-class RunStatus:
-    """What a poll saw: for progress bars and score lists."""
-
-    state: str
-    done: int = 0
-    total: int = 0
-    elapsed: float = 0.0
-    remaining: float = float("nan")
-    records: List[Any] = field(default_factory=list)
-    error: Optional[BaseException] = None
-    #: what the worker is doing before the first slice ("loading the model", ...)
-    stage: str = ""
-
-
-class SegmentationRun:
-    """One SynPo run on MRML nodes: inference on the worker thread, scene writes here.
-
-    Call :meth:`start` and then :meth:`poll` from the thread that owns the scene (a
-    QTimer in Slicer, a loop in a script). ``poll`` applies the slices the worker
-    finished (``stream=True``) and, at the end, writes the whole result and commits;
-    a cancelled or failed run is rolled back to the state before :meth:`start`.
-    States: new, running, finished, cancelled, failed.
-    """
-
-    def __init__(self, backend: Any, inputs: NodeInputs, writer: SegmentWriter, *, config=None,
-                 batch_size: int = 1, stream: bool = True) -> None:
-        """``backend`` is a Backend, or a no-argument callable that builds one: it is then
-        called on the worker thread, so loading a model never blocks the caller."""
-        if tuple(inputs.native_shape) != tuple(writer.shape):
-            raise MRMLInputError(
-                f"the output is written on a grid of {writer.shape[::-1]} voxels but the query has "
-                f"{inputs.native_shape[::-1]}: write with the query volume as reference")
-        self.backend = backend
-        self.inputs = inputs
-        self.writer = writer
-        self.config = config
-        self.batch_size = int(batch_size)
-        self.stream = bool(stream)
-        self.state = "new"
-        self.records: List[Any] = []
-        self.result = None
-        self.error: Optional[BaseException] = None
-        self._events: "queue.Queue[Tuple[str, Any]]" = queue.Queue()
-        self._cancel = threading.Event()
-        self._future = None
-        self._started_at = 0.0
-        self._done = 0
-        self._total = len(inputs.slices)
-        self._remaining = float("nan")
-        self.stage = ""
-
-    # -- worker side
-    def _work(self) -> None:
-        from .volume import Cancelled, segment_volume
-
-        try:
-            backend = self.backend
-            if not hasattr(backend, "encode"):
-                self._events.put(("stage", "loading the model"))
-                backend = backend()
-                self._events.put(("stage", f"segmenting with {backend.describe()}"))
-            result = segment_volume(
-                backend, self.inputs.query, self.inputs.support, config=self.config,
-                slices=self.inputs.slices, query_spacing=self.inputs.query_spacing,
-                query_window=self.inputs.query_window, same_volume=self.inputs.same_volume,
-                batch_size=self.batch_size, progress=lambda event: self._events.put(("slice", event)),
-                cancel=self._cancel)
-        except Cancelled:
-            self._events.put(("cancelled", None))
-        except BaseException as exc:  # reported to the main thread, never lost in the worker
-            self._events.put(("failed", exc))
-        else:
-            self._events.put(("finished", result))
-
-    # -- main-thread side
-    def start(self) -> "SegmentationRun":
-        with _ACTIVE_LOCK:
-            if _ACTIVE:
-                raise RunInProgress("a SynPo run is already in progress: wait for it or cancel it first")
-            _ACTIVE.append(self)
-        try:
-            self.writer.begin()
-        except BaseException:
-            self._release()
-            raise
-        self.state = "running"
-        self._started_at = time.perf_counter()
-        self._future = _WORKER.submit(self._work)
-        return self
-
-    def cancel(self) -> None:
-        """Ask the worker to stop; the next :meth:`poll` rolls the scene back."""
-        self._cancel.set()
-
-    @property
-    def finished(self) -> bool:
-        return self.state in ("finished", "cancelled", "failed")
-
-    def poll(self, max_events: int = 64) -> RunStatus:
-        """Apply what the worker produced so far (call on the scene's thread)."""
-        handled = 0
-        while not self.finished and handled < max_events:
-            try:
-                kind, payload = self._events.get_nowait()
-            except queue.Empty:
-                break
-            handled += 1
-            try:
-                self._apply(kind, payload)
-            except BaseException as exc:  # a write failed (e.g. the segment was deleted): stop cleanly
-                self._cancel.set()
-                self._fail(exc)
-        return self.status()
-
-    def wait(self, timeout: Optional[float] = None, interval: float = 0.05,
-             on_status: Optional[Callable[[RunStatus], None]] = None) -> RunStatus:
-        """Poll until the run ends (for scripts; the GUI polls from a timer instead)."""
-        deadline = None if timeout is None else time.perf_counter() + timeout
-        while not self.finished:
-            status = self.poll()
-            if on_status is not None:
-                on_status(status)
-            if deadline is not None and time.perf_counter() > deadline:
-                self.cancel()
-                deadline = None
-            time.sleep(interval)
-        return self.status()
-
-    def status(self) -> RunStatus:
-        elapsed = (time.perf_counter() - self._started_at) if self._started_at else 0.0
-        return RunStatus(state=self.state, done=self._done, total=self._total, elapsed=elapsed,
-                         remaining=self._remaining, records=list(self.records), error=self.error,
-                         stage=self.stage)
-
-    def native_slice(self, index: int) -> Tuple[int, int]:
-        """(axis, index) in the query volume's own array of a run slice index."""
-        axis, native, _ = self.inputs.reorientation.slice_to_native(
-            self.inputs.axis, index, np.zeros((1, 1)), self.inputs.query.shape)
-        return axis, native
-
-    def _apply(self, kind: str, payload: Any) -> None:
-        if kind == "stage":
-            self.stage = str(payload)
-        elif kind == "slice":
-            event = payload
-            self._done, self._total = event.done, event.total
-            self._remaining = event.remaining_seconds
-            self.records.append(event.record)
-            if self.stream and not self._cancel.is_set():
-                axis, index, mask = self.inputs.reorientation.slice_to_native(
-                    self.inputs.axis, event.record.index, event.mask, self.inputs.query.shape)
-                self.writer.write_slice(index, axis, mask)
-        elif kind == "finished":
-            if self._cancel.is_set():  # cancelled after the last slice: still honour it
-                self._rollback("cancelled")
-                return
-            self.result = payload
-            self.records = list(payload.records)
-            self.writer.write_volume(self.inputs.reorientation.to_native(payload.mask))
-            self.writer.commit()
-            self.state = "finished"
-            self._remaining = 0.0
-            self._release()
-        elif kind == "cancelled":
-            self._rollback("cancelled")
-        elif kind == "failed":
-            self._fail(payload)
-
-    def _fail(self, exc: BaseException) -> None:
-        self.error = exc
-        self._rollback("failed")
-
-    def _rollback(self, state: str) -> None:
-        try:
-            self.writer.rollback()
-        finally:
-            self.state = state
-            self._release()
-
-    def _release(self) -> None:
-        with _ACTIVE_LOCK:
-            if self in _ACTIVE:
-                _ACTIVE.remove(self)
-
 
 def run_on_nodes(backend: Any, support_volume, segmentation_node, segment_id: str, *, axis: int,
                  support_slices: Optional[Sequence[int]] = None, query_volume=None,
