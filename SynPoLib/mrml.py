@@ -493,7 +493,9 @@ class SegmentWriter:
         if segmentation.GetSegment(self.segment_id).GetRepresentation(BINARY_LABELMAP) is not self._labelmap:
             raise MRMLInputError(f"the result segment '{self.name}' was edited during the run")
 
-    def _notify(self) -> None:
+    def notify(self) -> None:
+        """Tell Slicer the segment changed (display, 3D surface): once per batch of slices."""
+        self._check_alive()
         import slicer
 
         self._labelmap.GetPointData().GetScalars().Modified()
@@ -501,8 +503,9 @@ class SegmentWriter:
         segmentation = self.segmentation_node.GetSegmentation()
         segmentation.InvokeEvent(slicer.vtkSegmentation.SourceRepresentationModified, self.segment_id)
 
-    def write_slice(self, index: int, axis: int, mask: np.ndarray) -> None:
-        """Write one native slice (rows, cols) of the result."""
+    def write_slice(self, index: int, axis: int, mask: np.ndarray, notify: bool = True) -> None:
+        """Write one native slice (rows, cols) of the result; ``notify=False`` leaves the
+        display update to a later :meth:`notify` (a 3D surface is rebuilt on each one)."""
         self._check_alive()
         where = [slice(None)] * 3
         where[axis] = int(index)
@@ -510,7 +513,8 @@ class SegmentWriter:
         if np.shape(mask) != target.shape:
             raise ValueError(f"slice mask shape {np.shape(mask)} does not match {target.shape} (axis {axis})")
         target[...] = np.asarray(mask) > 0
-        self._notify()
+        if notify:
+            self.notify()
 
     def write_volume(self, mask: np.ndarray) -> None:
         """Write the whole result (k, j, i) on the query grid."""
@@ -518,7 +522,7 @@ class SegmentWriter:
         if tuple(np.shape(mask)) != self.shape:
             raise ValueError(f"mask shape {np.shape(mask)} differs from the query volume's {self.shape}")
         self._array[...] = np.asarray(mask) > 0
-        self._notify()
+        self.notify()
 
     def commit(self) -> None:
         self._check_alive()

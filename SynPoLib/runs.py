@@ -114,6 +114,7 @@ class SegmentationRun:
         self._done = 0
         self._total = len(inputs.slices)
         self._remaining = float("nan")
+        self._unshown = False
         self.stage = ""
 
     # -- worker side
@@ -164,7 +165,11 @@ class SegmentationRun:
         return self.state in ("finished", "cancelled", "failed")
 
     def poll(self, max_events: int = 64) -> RunStatus:
-        """Apply what the worker produced so far (call on the scene's thread)."""
+        """Apply what the worker produced so far (call on the scene's thread).
+
+        Streamed slices are written as they come and shown with one display update per
+        poll, so a fast model cannot flood Slicer with surface rebuilds.
+        """
         handled = 0
         while not self.finished and handled < max_events:
             try:
@@ -175,6 +180,13 @@ class SegmentationRun:
             try:
                 self._apply(kind, payload)
             except BaseException as exc:  # a write failed (e.g. the segment was deleted): stop cleanly
+                self._cancel.set()
+                self._fail(exc)
+        if self._unshown and self.state == "running":
+            self._unshown = False
+            try:
+                self.writer.notify()
+            except BaseException as exc:
                 self._cancel.set()
                 self._fail(exc)
         return self.status()
@@ -216,7 +228,8 @@ class SegmentationRun:
             if self.stream and not self._cancel.is_set():
                 axis, index, mask = self.inputs.reorientation.slice_to_native(
                     self.inputs.axis, event.record.index, event.mask, self.inputs.query.shape)
-                self.writer.write_slice(index, axis, mask)
+                self.writer.write_slice(index, axis, mask, notify=False)
+                self._unshown = True
         elif kind == "finished":
             if self._cancel.is_set():  # cancelled after the last slice: still honour it
                 self._rollback("cancelled")

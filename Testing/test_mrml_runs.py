@@ -8,6 +8,7 @@ cancel and failure. Small volumes and few slices: each slice is a real encoder p
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -267,3 +268,25 @@ def test_self_test_recipe_on_a_real_head_mri(lite_backend):
     truth_centroid = mrml.voxel_centers_ras(ras, np.argwhere(case.truth[near] > 0) + [near[0], 0, 0]).mean(axis=0)
     assert np.linalg.norm(world_centroid(out, run.writer.segment_id) - truth_centroid) < 1.5
     assert snapshot(scene)["nodes"][:len(before["nodes"])] == before["nodes"]  # inputs untouched
+
+
+def test_slices_that_arrive_together_are_shown_with_one_display_update(lite_backend):
+    scene = new_scene()
+    image, truth = phantom(LPS_M, SHAPE, CENTRE, RADII)
+    volume = add_volume(scene, image, LPS_M, window=(50.0, 900.0))
+    s = centre_slice(LPS_M, 0)
+    seg, (sid,) = add_segmentation(scene, volume, [("organ", one_slice(truth, 0, s), (1, 0, 0))])
+    events = []
+    seg.GetSegmentation().AddObserver(slicer.vtkSegmentation.SourceRepresentationModified,
+                                      lambda caller, event: events.append(event))
+    run = run_on_nodes(lite_backend, volume, seg, sid, axis=0, output_segmentation=seg, slice_range="custom",
+                       first=s, last=s + 2)
+    run.start()
+    while run._events.qsize() < 3:  # the support slice and two segmented ones, not yet applied
+        time.sleep(0.05)
+    events.clear()
+    status = run.poll()
+    assert status.done == 3 and len(events) == 1
+    got = mrml.segment_array(seg, run.writer.segment_id, volume)
+    assert all(take(got, 0, [i]).any() for i in (s, s + 1, s + 2))
+    assert run.wait(timeout=60).state == "finished"
