@@ -30,9 +30,23 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .runs import NodeInputs, RunInProgress, RunStatus, SegmentationRun, active_run  # noqa: F401 (API)
-from .slicing import (AXIS_MATCH_DEGREES, MRMLInputError, Reorientation, axis_direction_name,  # noqa: F401
-                      guess_axis, labelled_slices, map_slice, query_slices, spacing_kji, voxel_centers_ras)
+from .runs import NodeInputs, RunInProgress, RunStatus, SegmentationRun, active_run
+from .slicing import (AXIS_MATCH_DEGREES, MRMLInputError, Reorientation, axis_direction_name, guess_axis,
+                      labelled_slices, map_slice, query_slices, spacing_kji, voxel_centers_ras)
+
+__all__ = [
+    # nodes in
+    "MRMLInputError", "display_window", "ijk_to_world", "parent_to_world", "read_inputs", "same_node",
+    "segment_array", "segment_color", "segment_names", "slice_center_ras", "slice_from_view", "volume_array",
+    "ViewSlice", "ensure_converter_rules",
+    # a segment out
+    "SegmentWriter", "contrasting_color", "DEFAULT_COLOR",
+    # runs (SynPoLib.runs)
+    "NodeInputs", "RunInProgress", "RunStatus", "SegmentationRun", "active_run", "run_on_nodes",
+    # slice geometry (SynPoLib.slicing)
+    "AXIS_MATCH_DEGREES", "Reorientation", "axis_direction_name", "guess_axis", "labelled_slices", "map_slice",
+    "query_slices", "spacing_kji", "voxel_centers_ras",
+]
 
 #: segment colour when none is given (Slicer's "tissue" green, as SynPoLib.io)   [G]
 DEFAULT_COLOR = (0.5, 0.68, 0.5)

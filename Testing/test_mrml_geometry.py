@@ -415,7 +415,7 @@ def test_result_survives_seg_nrrd_storage(tmp_path):
     node, m, image, truth = volume_case(scene, "sagittal-permuted", name="MR")
     seg, (ida,) = add_segmentation(scene, node, [("a", np.roll(truth, 3, axis=0), (1, 0, 0))])
     writer = SegmentWriter(node, seg, name="kidney SynPo", color=(0.2, 0.4, 0.8))
-    sid = writer.begin()
+    writer.begin()
     writer.write_volume(truth)
     writer.commit()
     path = tmp_path / "result.seg.nrrd"
