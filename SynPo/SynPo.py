@@ -41,7 +41,7 @@ _makeSynPoLibImportable()
 #: GUI label -> backend registry name
 BACKENDS = {
     "LiteMedSAM (lite, fast on a CPU)": "lite",
-    "SAM2 + DINOv2 (the paper's, needs a GPU)": "synpo",
+    "SAM2 + DINOv2 (the paper's, best on a GPU)": "synpo",
 }
 #: GUI label -> SynPoLib.mrml.query_slices mode
 SLICE_RANGES = {
