@@ -1,0 +1,263 @@
+"""A SynPo run on MRML nodes: the model on a worker thread, scene writes on the caller's.
+
+No ``slicer`` here: a run gets its inputs already copied out of the scene
+(:class:`NodeInputs`) and a writer that owns every scene change (SynPoLib.mrml's
+SegmentWriter). The caller polls from the thread that owns the scene: a QTimer in
+Slicer, a loop in a script.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, List, Optional, Tuple
+
+import numpy as np
+
+from .slicing import MRMLInputError, Reorientation
+
+
+class RunInProgress(RuntimeError):
+    """Another SynPo run is active in this process (runs are never re-entered)."""
+
+
+@dataclass
+class NodeInputs:
+    """Everything a run needs, copied out of the scene on the main thread.
+
+    ``query`` is turned to run along the support's axes (see :class:`Reorientation`);
+    ``native_shape`` is the query volume's own (k, j, i) shape, where results go.
+    """
+
+    query: np.ndarray
+    query_spacing: Tuple[float, float, float]
+    native_shape: Tuple[int, int, int]
+    reorientation: Reorientation
+    support: Any  # SynPoLib.volume.Support (imported lazily: it needs torch)
+    slices: List[int]
+    same_volume: bool
+    query_window: Optional[Tuple[float, float]]
+    support_name: str
+
+    @property
+    def axis(self) -> int:
+        return self.support.axis
+
+
+#: one persistent worker thread for every model call: cuDNN and autotuner caches are
+#: per thread, so reusing one thread keeps later runs fast; it also serialises runs  [G]
+_WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="SynPo-worker")
+_ACTIVE_LOCK = threading.Lock()
+_ACTIVE: List["SegmentationRun"] = []
+
+
+def active_run() -> Optional["SegmentationRun"]:
+    """The run in progress in this process, if any."""
+    with _ACTIVE_LOCK:
+        return _ACTIVE[0] if _ACTIVE else None
+
+
+@dataclass
+class RunStatus:
+    """What a poll saw: for progress bars and score lists."""
+
+    state: str
+    done: int = 0
+    total: int = 0
+    elapsed: float = 0.0
+    remaining: float = float("nan")
+    records: List[Any] = field(default_factory=list)
+    error: Optional[BaseException] = None
+    #: what the worker is doing before the first slice ("loading the model", ...)
+    stage: str = ""
+
+
+class SegmentationRun:
+    """One SynPo run on MRML nodes: inference on the worker thread, scene writes here.
+
+    Call :meth:`start` and then :meth:`poll` from the thread that owns the scene (a
+    QTimer in Slicer, a loop in a script). ``poll`` applies the slices the worker
+    finished (``stream=True``) and, at the end, writes the whole result and commits;
+    a cancelled or failed run is rolled back to the state before :meth:`start`.
+    States: new, running, finished, cancelled, failed.
+
+    The writer (SynPoLib.mrml.SegmentWriter) has ``shape`` (the query's (k, j, i)),
+    ``begin()``, ``write_slice(index, axis, mask)``, ``write_volume(mask)``, ``commit()``
+    and ``rollback()``.
+    """
+
+    def __init__(self, backend: Any, inputs: NodeInputs, writer: Any, *, config=None,
+                 batch_size: int = 1, stream: bool = True) -> None:
+        """``backend`` is a Backend, or a no-argument callable that builds one: it is then
+        called on the worker thread, so loading a model never blocks the caller."""
+        if tuple(inputs.native_shape) != tuple(writer.shape):
+            raise MRMLInputError(
+                f"the output is written on a grid of {writer.shape[::-1]} voxels but the query has "
+                f"{inputs.native_shape[::-1]}: write with the query volume as reference")
+        self.backend = backend
+        self.inputs = inputs
+        self.writer = writer
+        self.config = config
+        self.batch_size = int(batch_size)
+        self.stream = bool(stream)
+        self.state = "new"
+        self.records: List[Any] = []
+        self.result = None
+        self.error: Optional[BaseException] = None
+        self._events: "queue.Queue[Tuple[str, Any]]" = queue.Queue()
+        self._cancel = threading.Event()
+        self._future = None
+        self._started_at = 0.0
+        self._done = 0
+        self._total = len(inputs.slices)
+        self._remaining = float("nan")
+        self._unshown = False
+        self.stage = ""
+
+    # -- worker side
+    def _work(self) -> None:
+        from .volume import Cancelled, segment_volume
+
+        try:
+            backend = self.backend
+            if not hasattr(backend, "encode"):
+                self._events.put(("stage", "loading the model"))
+                backend = backend()
+                self._events.put(("stage", f"segmenting with {backend.describe()}"))
+            result = segment_volume(
+                backend, self.inputs.query, self.inputs.support, config=self.config,
+                slices=self.inputs.slices, query_spacing=self.inputs.query_spacing,
+                query_window=self.inputs.query_window, same_volume=self.inputs.same_volume,
+                batch_size=self.batch_size, progress=lambda event: self._events.put(("slice", event)),
+                cancel=self._cancel)
+        except Cancelled:
+            self._events.put(("cancelled", None))
+        except BaseException as exc:  # reported to the main thread, never lost in the worker
+            self._events.put(("failed", exc))
+        else:
+            self._events.put(("finished", result))
+
+    # -- main-thread side
+    def start(self) -> "SegmentationRun":
+        with _ACTIVE_LOCK:
+            if _ACTIVE:
+                raise RunInProgress("a SynPo run is already in progress: wait for it or cancel it first")
+            _ACTIVE.append(self)
+        try:
+            self.writer.begin()
+        except BaseException:
+            self._release()
+            raise
+        self.state = "running"
+        self._started_at = time.perf_counter()
+        self._future = _WORKER.submit(self._work)
+        return self
+
+    def cancel(self) -> None:
+        """Ask the worker to stop; the next :meth:`poll` rolls the scene back."""
+        self._cancel.set()
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("finished", "cancelled", "failed")
+
+    def poll(self, max_events: int = 64) -> RunStatus:
+        """Apply what the worker produced so far (call on the scene's thread).
+
+        Streamed slices are written as they come and shown with one display update per
+        poll, so a fast model cannot flood Slicer with surface rebuilds.
+        """
+        handled = 0
+        while not self.finished and handled < max_events:
+            try:
+                kind, payload = self._events.get_nowait()
+            except queue.Empty:
+                break
+            handled += 1
+            try:
+                self._apply(kind, payload)
+            except BaseException as exc:  # a write failed (e.g. the segment was deleted): stop cleanly
+                self._cancel.set()
+                self._fail(exc)
+        if self._unshown and self.state == "running":
+            self._unshown = False
+            try:
+                self.writer.notify()
+            except BaseException as exc:
+                self._cancel.set()
+                self._fail(exc)
+        return self.status()
+
+    def wait(self, timeout: Optional[float] = None, interval: float = 0.05,
+             on_status: Optional[Callable[[RunStatus], None]] = None) -> RunStatus:
+        """Poll until the run ends (for scripts; the GUI polls from a timer instead)."""
+        deadline = None if timeout is None else time.perf_counter() + timeout
+        while not self.finished:
+            status = self.poll()
+            if on_status is not None:
+                on_status(status)
+            if deadline is not None and time.perf_counter() > deadline:
+                self.cancel()
+                deadline = None
+            time.sleep(interval)
+        return self.status()
+
+    def status(self) -> RunStatus:
+        elapsed = (time.perf_counter() - self._started_at) if self._started_at else 0.0
+        return RunStatus(state=self.state, done=self._done, total=self._total, elapsed=elapsed,
+                         remaining=self._remaining, records=list(self.records), error=self.error,
+                         stage=self.stage)
+
+    def native_slice(self, index: int) -> Tuple[int, int]:
+        """(axis, index) in the query volume's own array of a run slice index."""
+        axis, native, _ = self.inputs.reorientation.slice_to_native(
+            self.inputs.axis, index, np.zeros((1, 1)), self.inputs.query.shape)
+        return axis, native
+
+    def _apply(self, kind: str, payload: Any) -> None:
+        if kind == "stage":
+            self.stage = str(payload)
+        elif kind == "slice":
+            event = payload
+            self._done, self._total = event.done, event.total
+            self._remaining = event.remaining_seconds
+            self.records.append(event.record)
+            if self.stream and not self._cancel.is_set():
+                axis, index, mask = self.inputs.reorientation.slice_to_native(
+                    self.inputs.axis, event.record.index, event.mask, self.inputs.query.shape)
+                self.writer.write_slice(index, axis, mask, notify=False)
+                self._unshown = True
+        elif kind == "finished":
+            if self._cancel.is_set():  # cancelled after the last slice: still honour it
+                self._rollback("cancelled")
+                return
+            self.result = payload
+            self.records = list(payload.records)
+            self.writer.write_volume(self.inputs.reorientation.to_native(payload.mask))
+            self.writer.commit()
+            self.state = "finished"
+            self._remaining = 0.0
+            self._release()
+        elif kind == "cancelled":
+            self._rollback("cancelled")
+        elif kind == "failed":
+            self._fail(payload)
+
+    def _fail(self, exc: BaseException) -> None:
+        self.error = exc
+        self._rollback("failed")
+
+    def _rollback(self, state: str) -> None:
+        try:
+            self.writer.rollback()
+        finally:
+            self.state = state
+            self._release()
+
+    def _release(self) -> None:
+        with _ACTIVE_LOCK:
+            if self in _ACTIVE:
+                _ACTIVE.remove(self)
