@@ -36,7 +36,7 @@ $(VENV)/.installed-lite: $(BIN)/python pyproject.toml
 
 install-test: $(VENV)/.installed-test
 $(VENV)/.installed-test: $(VENV)/.installed-lite
-	$(BIN)/pip install -q -e ".[lite,sam2,test]"
+	$(BIN)/pip install -q -e ".[lite,paper,test]"
 	# sam2 builds against the installed torch; its CUDA extension is optional
 	SAM2_BUILD_CUDA=0 $(BIN)/pip install -q --no-build-isolation "sam2==1.1.0"
 	touch $@
