@@ -66,10 +66,11 @@ PACKAGES: Dict[str, List[Requirement]] = {
         _SCIPY, _SKLEARN,
         Requirement("sam2>=1.1,<2", "SAM2.1 image encoder and mask decoder",
                     "1.1: first release with the SAM2.1 configs; 2: next major, untested"),
-        Requirement("timm>=1.0,<2", "DINOv2 (ViT with registers) feature extractor",
-                    "1.0: DINOv2 register models and their checkpoint converter; 2: next major, untested"),
-        Requirement("huggingface_hub>=0.20,<3", "downloading SAM2.1 and DINOv2 weights",
-                    "0.20: the floor SynPo's package declares (pyproject.toml, extra 'sam2'); "
+        Requirement("timm>=1.0.15,<2", "DINOv2 (ViT with registers) feature extractor",
+                    "1.0.15: the DINOv2 register models and checkpoint converter SynPo is tested with "
+                    "(pyproject.toml, extra 'paper'); 2: next major, untested"),
+        Requirement("huggingface_hub>=1.0,<3", "downloading SAM2.1 and DINOv2 weights",
+                    "1.0: the floor SynPo's package declares (pyproject.toml, extra 'paper'); "
                     "3: the next major release, untested"),
     ],
 }
