@@ -406,7 +406,7 @@ class SynPoWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._fillScores(status.records)
 
     def _fillScores(self, records):
-        from SynPoLib.review import review_flags
+        from SynPoLib.qc import review_flags
 
         table = self.ui.scoresTableWidget
         if table.rowCount == len(records):

@@ -183,6 +183,14 @@ def _segment_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="JSON file of configuration sections (see SynPoLib.config)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override one parameter, e.g. --set points.n_negative=2 (repeatable)")
+    p.add_argument("--mode", choices=("slices", "propagate", "video", "hybrid"), default=None,
+                   help="slices: each slice from the support (the paper); propagate: also from the previous "
+                        "slice's result; video / hybrid: SAM2's video predictor (sam2/synpo backends)")
+    p.add_argument("--no-auto-stop", action="store_true",
+                   help="paint every slice in the range, even past the structure's end")
+    p.add_argument("--largest-component", action="store_true",
+                   help="keep only the 3D part connected to the support (or the largest)")
+    p.add_argument("--confidence-png", help="write a plot of per-slice confidence with flagged slices")
     p.add_argument("--batch-size", type=int, default=None,
                    help="query slices per encoder batch (default: 1 on CPU, 16 on a GPU; the GPU batch shrinks "
                         "to the free memory and halves on out-of-memory)")
@@ -237,7 +245,7 @@ def _open_backend(name: str, device: Optional[str] = None, options: Optional[dic
 
 
 def run_segment(args: argparse.Namespace) -> int:
-    from .config import WindowConfig
+    from .config import Mode, WindowConfig
     from .io import read_volume, same_geometry
     from .volume import Support, resolve_slices, segment_volume
 
@@ -286,6 +294,12 @@ def run_segment(args: argparse.Namespace) -> int:
     cfg = build_config(backend.preset, args.config, args.set)
     if args.window:
         cfg = cfg.replace(window=WindowConfig(window=tuple(args.window)))
+    if getattr(args, "mode", None):
+        cfg = cfg.updated(**{"propagation.mode": Mode(args.mode)})
+    if getattr(args, "no_auto_stop", False):
+        cfg = cfg.updated(**{"quality.auto_stop": False})
+    if getattr(args, "largest_component", False):
+        cfg = cfg.updated(**{"quality.largest_component": True})
 
     same = args.support is None or Path(args.support).resolve() == Path(args.query).resolve()
     support = Support(volume=support_vol.array, mask=mask, slices=args.support_slice, axis=args.axis,
@@ -306,26 +320,38 @@ def run_segment(args: argparse.Namespace) -> int:
 
     name = args.name or (f"SynPo label {args.label}" if args.label is not None else "SynPo")
     color = tuple(args.color) if args.color else None
-    _write_outputs(args, query, result, reference, name, color)
+    flags = _write_outputs(args, query, result, reference, name, color, cfg)
 
-    segmented = [r for r in result.records if r.support_index >= 0]
-    print(f"segmented {len(segmented)} slices along axis {args.axis} in {elapsed:.1f} s "
-          f"({elapsed / max(len(segmented), 1):.2f} s/slice) with {backend.describe()}")
+    queried = [r for r in result.records if r.support_index >= 0]
+    run = [r for r in queried if np.isfinite(r.score)]
+    painted = [r for r in queried if r.pixels > 0]
+    print(f"segmented {len(run)} of {len(queried)} query slices along axis {args.axis} in {elapsed:.1f} s "
+          f"({elapsed / max(len(run), 1):.2f} s/slice) with {backend.describe()}; {len(painted)} painted")
+    stopped = [r.index for r in queried if "auto-stop" in " ".join(r.notes)]
+    if stopped:
+        print(f"auto-stop: {len(stopped)} slices past the structure's end left unpainted "
+              f"(--no-auto-stop paints them)")
+    review = [i for i in sorted(flags) if "auto-stop" not in flags[i]]
+    if review:
+        print(f"review: {len(review)} slices flagged: " + ", ".join(f"{i} ({flags[i]})" for i in review[:8])
+              + (" ..." if len(review) > 8 else ""))
     if reference is not None:
-        scored = [r.index for r in segmented]
+        scored = [r.index for r in queried]
         sel = [slice(None)] * 3
         sel[args.axis] = scored
         d = dice(result.mask[tuple(sel)] > 0, reference[tuple(sel)])
-        print(f"Dice against the reference over the {len(scored)} segmented slices: {d:.4f}")
-    print(f"wrote {args.out}" + "".join(f", {p}" for p in (args.labelmap, args.png, args.records) if p))
+        print(f"Dice against the reference over the {len(scored)} query slices: {d:.4f}")
+    outputs = (args.labelmap, args.png, getattr(args, "confidence_png", None), args.records)
+    print(f"wrote {args.out}" + "".join(f", {p}" for p in outputs if p))
     return 0
 
 
-def _write_outputs(args, query, result, reference, name, color) -> None:
-    """Write every requested output, or none of them."""
+def _write_outputs(args, query, result, reference, name, color, cfg) -> dict:
+    """Write every requested output, or none of them; returns the review flags."""
     from .io import DEFAULT_COLOR, atomic_path, segmentation_dict, write_labelmap
     from .overlay import display_orientation, pick_slices, save_montage
     from .preprocess import in_plane_spacing
+    from .qc import review_flags, save_confidence_plot
 
     import slicerio
 
@@ -336,32 +362,42 @@ def _write_outputs(args, query, result, reference, name, color) -> None:
         if args.labelmap:
             tmp_lm = stack.enter_context(atomic_path(args.labelmap))
             write_labelmap(tmp_lm, result.mask, query)
+        flags = review_flags(result.records, cfg.quality)
         if args.png:
             tmp_png = stack.enter_context(atomic_path(args.png))
-            shown = pick_slices([r.index for r in result.records], 18)
+            # slices that were segmented (auto-stop leaves the far ones untouched)
+            seen = [r.index for r in result.records if r.support_index < 0 or np.isfinite(r.score)]
+            shown = pick_slices(seen or [r.index for r in result.records], 18)
             records = {r.index: r for r in result.records}
-            titles = {i: _title(records[i]) for i in shown}
+            titles = {i: _title(records[i], flags.get(i)) for i in shown}
             row_sp, col_sp = in_plane_spacing(query.spacing, args.axis)
             save_montage(tmp_png, query.array, result.mask, args.axis, shown, result.window,
                          reference=reference, records=records, titles=titles, aspect=row_sp / col_sp,
                          title=f"{name}: green = SynPo, dashed yellow = reference, + / x = prompts",
                          orientation=display_orientation(query.direction, args.axis))
+        if getattr(args, "confidence_png", None):
+            tmp_conf = stack.enter_context(atomic_path(args.confidence_png))
+            save_confidence_plot(tmp_conf, result.records, cfg.quality, title=f"{name}: per-slice confidence")
         if args.records:
             tmp_rec = stack.enter_context(atomic_path(args.records))
             tmp_rec.write_text(json.dumps({
-                "axis": result.axis, "window": list(result.window),
+                "axis": result.axis, "window": list(result.window), "config": cfg.to_dict(),
+                "flags": {str(k): v for k, v in sorted(flags.items())},
                 "records": [r.to_dict() for r in result.records]}, indent=1))
+    return flags
 
 
 register_subcommand("segment", "segment a structure in a volume from labelled support slice(s)",
                     _segment_arguments, run_segment)
 
 
-def _title(record) -> str:
+def _title(record, flag: Optional[str] = None) -> str:
     if record.support_index < 0:
         return f"slice {record.index} (support)"
-    flag = "" if record.accepted else " rejected"
-    return f"slice {record.index}  s={record.score:.2f}{flag}"
+    text = f"slice {record.index}  c={record.confidence:.2f}"
+    if flag:
+        text += " [" + flag.split(":")[0].split(" (")[0] + "]"
+    return text
 
 
 # --------------------------------------------------------------------------- main

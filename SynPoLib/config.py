@@ -221,13 +221,60 @@ class GeometryConfig:
 
 @dataclass(frozen=True)
 class QualityConfig:
-    """Per-slice acceptance (spec §6: a product must decide which slices hold the target)."""
+    """Per-slice acceptance and 3D quality control (spec §6: a product must decide which
+    slices hold the target; the paper only segments slices known to hold it)."""
 
     #: reject a slice whose chosen mask's prototype similarity falls below this
     #: (None: paint every slice, as the paper does on organ slices)                  [G]
     min_score: Optional[float] = None
     #: masks smaller than this many native pixels count as empty                     [G]
     min_pixels: int = 0
+    #: stop going further from the support once `stop_after` consecutive slices are
+    #: below the calibrated confidence threshold (or empty); those slices are not
+    #: painted and the rest of that direction is not segmented                       [G]
+    auto_stop: bool = True
+    stop_after: int = 3  # [G]
+    #: the threshold, as a fraction of the support slice's own confidence            [G]
+    stop_threshold: float = 0.85
+    #: after all slices, keep only the 3D connected part that touches the support
+    #: (or the largest part when the query is another volume)                       [G]
+    largest_component: bool = False
+    #: flag a slice whose area changes more than this factor from the previous one   [G]
+    area_jump: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.stop_after < 1:
+            raise ValueError("stop_after must be >= 1")
+        if self.area_jump <= 1.0:
+            raise ValueError("area_jump must be > 1")
+
+
+class Mode(str, enum.Enum):
+    """How the slices of a volume are segmented."""
+
+    #: every slice on its own from the support, as the paper does                   [P]
+    SLICES = "slices"
+    #: each slice also prompted from the previous slice's result, outward from the
+    #: support (a box and/or mask input), for models without video memory            [G]
+    PROPAGATE = "propagate"
+    #: SAM2's video predictor, the volume as a video (SynPoLib.video)
+    VIDEO = "video"
+    #: SAM2's video predictor plus SynPo's points on every frame (SynPoLib.video)
+    HYBRID = "hybrid"
+
+
+@dataclass(frozen=True)
+class PropagationConfig:
+    """The mode, and what the propagate mode passes from one slice to the next."""
+
+    mode: Mode = Mode.SLICES  # [P]
+    #: prompt with the previous slice's mask box, grown by `box_margin` a side      [G]
+    box: bool = True
+    box_margin: float = 0.1
+    #: pass the previous slice's low-resolution logits as mask input                 [G]
+    mask: bool = False
+    #: add SynPo's points to the propagated prompt                                   [G]
+    points: bool = False
 
 
 @dataclass(frozen=True)
@@ -241,6 +288,7 @@ class SynPoConfig:
     prompt: PromptConfig = field(default_factory=PromptConfig)
     refine: RefineConfig = field(default_factory=RefineConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
+    propagation: PropagationConfig = field(default_factory=PropagationConfig)
 
     def replace(self, **sections) -> "SynPoConfig":
         """Copy with whole sections replaced, e.g. ``cfg.replace(refine=RefineConfig(rounds=0))``."""
@@ -294,6 +342,7 @@ _ENUM_FIELDS = {
     (SynergyConfig, "prototype"): PrototypeForm,
     (PointConfig, "method"): PointMethod,
     (RefineConfig, "prompt"): RefinePrompt,
+    (PropagationConfig, "mode"): Mode,
 }
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import InputError, dice, register_subcommand, run_segment
+from .cli import InputError, _segment_arguments, dice, register_subcommand, run_segment
 
 TEMPLATES = Path("/usr/share/mricron/templates")
 T1 = TEMPLATES / "ch2.nii.gz"
@@ -38,6 +38,12 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--axis", type=int, default=0, choices=(0, 1, 2), help="slice axis (default: 0, axial)")
     p.add_argument("--backend", default="lite")
     p.add_argument("--device", default=None)
+    p.add_argument("--mode", choices=("slices", "propagate", "video", "hybrid"), default=None,
+                   help="how slices are segmented (default: the backend preset's, slice by slice)")
+    p.add_argument("--whole-volume", action="store_true",
+                   help="segment every slice of the volume, not only the structure's: shows auto-stop")
+    p.add_argument("--no-auto-stop", dest="auto_stop", action="store_false",
+                   help="paint every slice of the range, even past the structure's end")
     p.add_argument("--quiet", action="store_true")
 
 
@@ -54,14 +60,26 @@ def run_demo(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     print(f"demo: {args.structure} (AAL label {label}) in Colin27 T1, axis {args.axis}: "
           f"support = slice {middle}, query = its other {len(slices) - 1} slices {slices[0]}..{slices[-1]}")
-    seg_args = argparse.Namespace(
-        query=str(T1), support=None, support_mask=str(ATLAS), support_slice=[middle], axis=args.axis,
-        label=label, backend=args.backend, device=args.device,
-        slice_range=f"{slices[0]}:{slices[-1] + 1}", out=str(out / f"{args.structure}.seg.nrrd"),
-        labelmap=str(out / f"{args.structure}.nii.gz"), png=str(out / f"{args.structure}.png"),
-        records=str(out / f"{args.structure}.records.json"), reference=str(ATLAS), reference_label=label,
-        name=f"{args.structure} (SynPo)", color=None, window=None, config=None, set=[], batch_size=1,
-        quiet=args.quiet)
+    name = args.structure
+    argv = ["--query", str(T1), "--support-mask", str(ATLAS), "--support-slice", str(middle),
+            "--axis", str(args.axis), "--label", str(label), "--backend", args.backend,
+            "--out", str(out / f"{name}.seg.nrrd"), "--labelmap", str(out / f"{name}.nii.gz"),
+            "--png", str(out / f"{name}.png"), "--confidence-png", str(out / f"{name}.confidence.png"),
+            "--records", str(out / f"{name}.records.json"), "--reference", str(ATLAS),
+            "--name", f"{name} (SynPo)"]
+    if not args.whole_volume:
+        argv += ["--range", f"{slices[0]}:{slices[-1] + 1}"]
+    for flag, value in (("--device", args.device), ("--mode", args.mode)):
+        if value:
+            argv += [flag, value]
+    if not args.auto_stop:
+        argv.append("--no-auto-stop")
+    if args.quiet:
+        argv.append("--quiet")
+    # the demo is `synpo segment` with these arguments, parsed by the same parser
+    parser = argparse.ArgumentParser(prog="synpo segment")
+    _segment_arguments(parser)
+    seg_args = parser.parse_args(argv)
     code = run_segment(seg_args)
     mask = atlas == label
     query = [int(s) for s in slices if s != middle]

@@ -29,6 +29,22 @@ class SupportContext:
     box_wh: Tuple[float, float]
     #: (x, y) centroid of the support mask on the ROI
     centroid_xy: Tuple[float, float]
+    #: the support mask on the ROI
+    mask_roi: np.ndarray
+    #: the support mask's own score on its own slice: the confidence calibration
+    self_score: float
+
+
+@dataclass(frozen=True)
+class Guide:
+    """A prompt carried over from a neighbouring slice (the propagate mode)."""
+
+    #: box (x0, y0, x1, y1) on the ROI replacing the support-derived one, or None
+    box: Optional[np.ndarray] = None
+    #: low-resolution logits for the first decoder call, or None
+    mask_input: Optional[np.ndarray] = None
+    #: keep SynPo's points in the prompt
+    points: bool = False
 
 
 @dataclass
@@ -44,6 +60,8 @@ class SliceResult:
     synergy_score: float
     #: the decoder's predicted IoU of the final mask
     iou: float
+    #: low-resolution logits of the final mask (the next slice's mask input)
+    low_res: Optional[np.ndarray] = None
     #: seconds spent in the decoder, and in SynPo's own work (CMSM + PSM + NRM)
     timings: Dict[str, float] = field(default_factory=dict)
     notes: Tuple[str, ...] = ()
@@ -71,8 +89,10 @@ class SynPoSegmenter:
             raise ValueError("support mask is empty on its slice")
         synergy = prepare_support(encoded.features, mask_roi, self.config.synergy)
         rows, cols = np.nonzero(mask_roi)
+        self_maps = query_synergy(encoded.features, synergy, self.config.synergy, self.roi_size)
         return SupportContext(synergy=synergy, box_wh=support_box_size(mask_roi),
-                              centroid_xy=(float(cols.mean()), float(rows.mean())))
+                              centroid_xy=(float(cols.mean()), float(rows.mean())), mask_roi=mask_roi,
+                              self_score=mask_score(mask_roi, self_maps.sam))
 
     def location_weight(self, support: SupportContext) -> Optional[np.ndarray]:
         """The optional Gaussian location prior on the ROI (None when off)."""
@@ -89,8 +109,12 @@ class SynPoSegmenter:
         return query_synergy(encoded.features, support.synergy, self.config.synergy, self.roi_size)
 
     def segment(self, encoded: EncodedSlice, support: SupportContext,
-                valid: Optional[np.ndarray] = None) -> SliceResult:
-        """Segment one encoded query slice; ``valid`` marks the ROI pixels that show it."""
+                valid: Optional[np.ndarray] = None, guide: Optional[Guide] = None) -> SliceResult:
+        """Segment one encoded query slice; ``valid`` marks the ROI pixels that show it.
+
+        With a ``guide`` (the propagate mode) its box and mask input replace the
+        support-derived box; SynPo's points are kept only if the guide asks for them.
+        """
         cfg = self.config
         start = time.perf_counter()
         decode_time = 0.0
@@ -107,8 +131,14 @@ class SynPoSegmenter:
         else:
             points = select_points(maps.syn, support.synergy.mu, support.synergy.sigma,
                                    cfg.points, valid, positive_map=positive_map)
-        prompt = build_prompt(cfg.prompt.strategy, positive_map, points, np.asarray(support.box_wh),
-                              cfg.prompt, valid)
+        first_mask_input = None
+        if guide is None:
+            prompt = build_prompt(cfg.prompt.strategy, positive_map, points, np.asarray(support.box_wh),
+                                  cfg.prompt, valid)
+        else:
+            prompt = DecoderPrompt(points=points.coords if guide.points else None,
+                                   labels=points.labels if guide.points else None, box=guide.box)
+            first_mask_input = guide.mask_input
 
         def decode(prompt: DecoderPrompt, mask_input: Optional[np.ndarray], multimask: bool) -> Prediction:
             nonlocal decode_time
@@ -119,7 +149,7 @@ class SynPoSegmenter:
             decode_time += time.perf_counter() - t
             return pred
 
-        pred = decode(prompt, None, cfg.prompt.multimask)
+        pred = decode(prompt, first_mask_input, cfg.prompt.multimask)
         chosen = self._choose(pred, maps.sam)
         notes = list(points.notes)
         for _ in range(cfg.refine.rounds):
@@ -145,7 +175,7 @@ class SynPoSegmenter:
         return SliceResult(
             logits=logits, points=points, box=prompt.box,
             score=mask_score(final, maps.sam), synergy_score=mask_score(final, maps.syn),
-            iou=float(pred.iou[chosen]),
+            iou=float(pred.iou[chosen]), low_res=pred.low_res[chosen],
             timings={"decode": decode_time, "synpo": total - decode_time}, notes=tuple(notes))
 
     def _choose(self, pred: Prediction, sam_map: np.ndarray) -> int:
@@ -160,4 +190,4 @@ class SynPoSegmenter:
         return int(np.argmax(scores))
 
 
-__all__ = ["DecoderPrompt", "SliceResult", "SupportContext", "SynPoSegmenter"]
+__all__ = ["DecoderPrompt", "Guide", "SliceResult", "SupportContext", "SynPoSegmenter"]

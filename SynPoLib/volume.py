@@ -20,11 +20,13 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Uni
 import numpy as np
 
 from .backends.base import Backend
-from .config import SynPoConfig
+from .config import Mode, SynPoConfig
 from .presets import preset
+from .prompts import grow_box, mask_box
+from .qc import ChainState, keep_support_component, relative_confidence
 from .preprocess import (SliceGeometry, apply_window, in_plane_spacing, slice_geometry, take_slice,
                          window_bounds)
-from .segmenter import SupportContext, SynPoSegmenter
+from .segmenter import Guide, SupportContext, SynPoSegmenter
 
 
 class Cancelled(RuntimeError):
@@ -78,6 +80,8 @@ class SliceRecord:
     score: float = float("nan")
     synergy_score: float = float("nan")
     iou: float = float("nan")
+    #: score relative to the support's own (SynPoLib.qc): ~1 looks like the support
+    confidence: float = float("nan")
     pixels: int = 0
     accepted: bool = True
     #: seconds: encode (share of the batch), decode, synpo (own work)
@@ -90,6 +94,7 @@ class SliceRecord:
             "points": np.round(self.points, 2).tolist(), "labels": self.labels.tolist(),
             "box": None if self.box is None else np.round(self.box, 2).tolist(),
             "score": self.score, "synergy_score": self.synergy_score, "iou": self.iou,
+            "confidence": self.confidence,
             "pixels": self.pixels, "accepted": self.accepted,
             "timings": {k: round(v, 5) for k, v in self.timings.items()}, "notes": list(self.notes),
         }
@@ -194,6 +199,15 @@ def segment_volume(backend: Backend, query: np.ndarray, support: Support, *,
     """
     if config is None:
         config = preset(backend.preset)
+    if config.propagation.mode in (Mode.VIDEO, Mode.HYBRID):
+        try:
+            from .video import segment_volume_video
+        except ImportError as exc:
+            raise ValueError(f"the {config.propagation.mode.value} mode needs SAM2's video predictor "
+                             f"(SynPoLib.video): {exc}") from exc
+        return segment_volume_video(backend, query, support, config=config, slices=slices,
+                                    query_spacing=query_spacing, query_window=query_window,
+                                    same_volume=same_volume, progress=progress, cancel=cancel)
     if np.ndim(query) != 3:
         raise ValueError(f"query volume must be 3-D, got shape {np.shape(query)}")
     if batch_size < 1:
@@ -238,6 +252,7 @@ def segment_volume(backend: Backend, query: np.ndarray, support: Support, *,
     records: List[SliceRecord] = []
     total = len(wanted)
     start = time.perf_counter()
+    propagate = config.propagation.mode == Mode.PROPAGATE
 
     def report(record: SliceRecord, mask: np.ndarray) -> None:
         records.append(record)
@@ -245,46 +260,131 @@ def segment_volume(backend: Backend, query: np.ndarray, support: Support, *,
             progress(ProgressEvent(done=len(records), total=total, record=record, mask=mask,
                                    elapsed=time.perf_counter() - start))
 
+    def paint(record: SliceRecord, mask: np.ndarray) -> None:
+        if record.accepted:
+            _set_slice(out, record.index, axis, mask)
+        report(record, mask if record.accepted else np.zeros_like(mask))
+
+    def leave_unpainted(record: SliceRecord, mask: np.ndarray, why: str) -> None:
+        record.accepted = False
+        record.pixels = 0
+        record.notes = tuple(record.notes) + (why,)
+        report(record, np.zeros_like(mask))
+
     for s in copied:
         mask = np.asarray(take_slice(support.mask, s, axis) > 0)
         _set_slice(out, s, axis, mask)
         report(SliceRecord(index=s, support_index=-1, pixels=int(mask.sum()), notes=("support slice",)), mask)
 
-    for b in range(0, len(todo), batch_size):
-        if _should_stop(cancel):
-            raise Cancelled(f"cancelled after {len(records)} of {total} slices")
-        batch = todo[b:b + batch_size]
-        images = [q_geometry.image_to_roi(apply_window(take_slice(query, s, axis), q_window)) for s in batch]
-        t = time.perf_counter()
-        encoded = backend.encode(images)
-        encode_share = (time.perf_counter() - t) / len(batch)
-        for s, enc in zip(batch, encoded):
+    for support_index, chain in _chains(todo, assignment):
+        ctx = contexts[support_index]
+        state = ChainState(config.quality)
+        previous = _Carry(mask=ctx.mask_roi, low_res=None) if propagate else None
+        for b in range(0, len(chain), batch_size):
+            batch = chain[b:b + batch_size]
+            if state.stopped:
+                for s in batch:
+                    leave_unpainted(SliceRecord(index=s, support_index=support_index),
+                                    np.zeros(q_geometry.native, bool), "auto-stop: not segmented")
+                continue
             if _should_stop(cancel):
                 raise Cancelled(f"cancelled after {len(records)} of {total} slices")
-            result = segmenter.segment(enc, contexts[assignment[s]], valid)
+            images = [q_geometry.image_to_roi(apply_window(take_slice(query, s, axis), q_window)) for s in batch]
             t = time.perf_counter()
-            mask = q_geometry.logits_to_native(result.logits) > 0
-            pixels = int(mask.sum())
-            accepted = pixels >= max(config.quality.min_pixels, 1)
-            if config.quality.min_score is not None and not result.score >= config.quality.min_score:
-                accepted = False
-            if accepted:
-                _set_slice(out, s, axis, mask)
-            else:
-                mask = np.zeros_like(mask)
-            timings = dict(result.timings)
-            timings["synpo"] += time.perf_counter() - t
-            timings["encode"] = encode_share
-            box = None
-            if result.box is not None:
-                box = q_geometry.points_to_native(result.box.reshape(2, 2)).reshape(4)
-            report(SliceRecord(
-                index=s, support_index=assignment[s],
-                points=q_geometry.points_to_native(result.points.coords), labels=result.points.labels,
-                box=box, score=result.score, synergy_score=result.synergy_score, iou=result.iou,
-                pixels=int(mask.sum()), accepted=accepted, timings=timings, notes=result.notes), mask)
+            encoded = backend.encode(images)
+            encode_share = (time.perf_counter() - t) / len(batch)
+            for s, enc in zip(batch, encoded):
+                if state.stopped:
+                    leave_unpainted(SliceRecord(index=s, support_index=support_index),
+                                    np.zeros(q_geometry.native, bool), "auto-stop: not segmented")
+                    continue
+                if _should_stop(cancel):
+                    raise Cancelled(f"cancelled after {len(records)} of {total} slices")
+                guide = _guide(previous, config, valid) if propagate else None
+                result = segmenter.segment(enc, ctx, valid, guide=guide)
+                t = time.perf_counter()
+                mask = q_geometry.logits_to_native(result.logits) > 0
+                pixels = int(mask.sum())
+                accepted = pixels >= max(config.quality.min_pixels, 1)
+                if config.quality.min_score is not None and not result.score >= config.quality.min_score:
+                    accepted = False
+                confidence = relative_confidence(result.score, ctx.self_score)
+                timings = dict(result.timings)
+                timings["synpo"] += time.perf_counter() - t
+                timings["encode"] = encode_share
+                box = None
+                if result.box is not None:
+                    box = q_geometry.points_to_native(result.box.reshape(2, 2)).reshape(4)
+                record = SliceRecord(
+                    index=s, support_index=support_index,
+                    points=q_geometry.points_to_native(result.points.coords), labels=result.points.labels,
+                    box=box, score=result.score, synergy_score=result.synergy_score, iou=result.iou,
+                    confidence=confidence, pixels=pixels if accepted else 0, accepted=accepted,
+                    timings=timings, notes=result.notes)
+                final, dropped = state.push(s, confidence, record.pixels, (record, mask))
+                for _, (rec, m) in final:
+                    paint(rec, m)
+                for _, (rec, m) in dropped:
+                    leave_unpainted(rec, m, "auto-stop: below the confidence threshold")
+                if propagate and accepted and not state.is_low(confidence, record.pixels):
+                    previous = _Carry(mask=result.mask, low_res=result.low_res)
+        for _, (rec, m) in state.finish():
+            paint(rec, m)
+
+    if config.quality.largest_component and out.any():
+        seeds = np.zeros_like(out)
+        for s in (copied or []):
+            _set_slice(seeds, s, axis, take_slice(out, s, axis))
+        cleaned = keep_support_component(out, seeds if seeds.any() else None)
+        for rec in records:
+            if rec.support_index >= 0 and rec.pixels:
+                kept = int(np.count_nonzero(take_slice(cleaned, rec.index, axis)))
+                if kept < rec.pixels:
+                    rec.notes = tuple(rec.notes) + (f"3D cleanup removed {rec.pixels - kept} pixels",)
+                    rec.pixels = kept
+        out = cleaned
     records.sort(key=lambda r: r.index)
     return VolumeResult(mask=out, records=records, axis=axis, window=q_window)
+
+
+@dataclass
+class _Carry:
+    """What the propagate mode hands from one slice to the next (ROI mask, low-res logits)."""
+
+    mask: np.ndarray
+    low_res: Optional[np.ndarray]
+
+
+def _guide(previous: Optional[_Carry], config: SynPoConfig, valid: np.ndarray) -> Optional[Guide]:
+    """The propagated prompt from the previous slice's result (None: use the support's)."""
+    if previous is None or not previous.mask.any():
+        return None
+    cfg = config.propagation
+    box = grow_box(mask_box(previous.mask), cfg.box_margin, valid) if cfg.box else None
+    mask_input = None
+    if cfg.mask:
+        # the support slice has no logits: its mask stands in, as confident logits
+        mask_input = previous.low_res if previous.low_res is not None else \
+            np.where(previous.mask, 10.0, -10.0).astype(np.float32)
+    if box is None and mask_input is None and not cfg.points:
+        return None
+    return Guide(box=box, mask_input=mask_input, points=cfg.points)
+
+
+def _chains(todo: Sequence[int], assignment: Mapping[int, int]) -> List[Tuple[int, List[int]]]:
+    """Query slices grouped by support and ordered outward from it: up, then down.
+
+    Auto-stop and propagation both need each direction visited from the support out.
+    """
+    chains = []
+    for sup in sorted(set(assignment[q] for q in todo)):
+        mine = [q for q in todo if assignment[q] == sup]
+        up = sorted(q for q in mine if q > sup)
+        down = sorted((q for q in mine if q < sup), reverse=True)
+        for chain in (up, down):
+            if chain:
+                chains.append((sup, chain))
+    return chains
 
 
 def _slice_shape(shape: Sequence[int], axis: int) -> Tuple[int, int]:

@@ -44,11 +44,13 @@ def test_thalamus_from_one_slice_beats_persam_style(colin, lite_backend):
         result = segment_volume(backend, volume, support, config=config, slices=query)
         return pooled_dice(result.mask[query] > 0, mask[query])
 
-    synpo = run(preset("lite"))
-    persam_points = run(preset("lite").updated(**{
+    # the paper's protocol: every slice known to hold the structure is segmented (no auto-stop)
+    lite = preset("lite").updated(**{"quality.auto_stop": False})
+    synpo = run(lite)
+    persam_points = run(lite.updated(**{
         "prompt.strategy": PromptStrategy.POINTS, "points.method": PointMethod.EXTREMES,
         "points.location_prior": None}))
-    persam_box = run(preset("lite").updated(**{"points.method": PointMethod.EXTREMES}))
+    persam_box = run(lite.updated(**{"points.method": PointMethod.EXTREMES}))
     copy = pooled_dice(np.broadcast_to(mask[middle], mask[query].shape), mask[query])
     print(f"\nthalamus L, {len(query)} slices: SynPo {synpo:.3f} | PerSAM-style points {persam_points:.3f} | "
           f"PerSAM-style lite box {persam_box:.3f} | copy {copy:.3f}")

@@ -14,7 +14,7 @@ from SynPoLib import dependencies, mrml
 from SynPoLib.dependencies import PACKAGES, TORCH, Requirement
 from SynPoLib.overrides import config_for, config_rows, overrides_from_values
 from SynPoLib.presets import preset
-from SynPoLib.review import review_flags
+from SynPoLib.qc import review_flags
 from SynPoLib.volume import SliceRecord
 
 ROOT = Path(__file__).resolve().parents[1]

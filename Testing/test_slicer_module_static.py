@@ -236,7 +236,7 @@ def test_nothing_heavy_is_imported_when_slicer_loads_the_module(tree):
 
 def test_light_synpolib_modules_do_not_pull_in_torch():
     code = ("import sys, SynPoLib, SynPoLib.mrml, SynPoLib.runs, SynPoLib.slicing, SynPoLib.dependencies, "
-            "SynPoLib.review, SynPoLib.overrides, SynPoLib.selftest\n"
+            "SynPoLib.qc, SynPoLib.overrides, SynPoLib.selftest\n"
             "heavy = [m for m in ('torch', 'sklearn', 'scipy', 'timm', 'sam2') if m in sys.modules]\n"
             "assert not heavy, heavy\n"
             "from SynPoLib import Support, segment_volume, create_backend\n"  # lazy names still resolve
