@@ -300,7 +300,7 @@ def segment_volume(backend: Backend, query: np.ndarray, support: Support, *,
                     continue
                 if _should_stop(cancel):
                     raise Cancelled(f"cancelled after {len(records)} of {total} slices")
-                guide = _guide(previous, config, valid) if propagate else None
+                guide = _guide(previous, config, valid, ctx.box_wh) if propagate else None
                 result = segmenter.segment(enc, ctx, valid, guide=guide)
                 t = time.perf_counter()
                 mask = q_geometry.logits_to_native(result.logits) > 0
@@ -355,12 +355,20 @@ class _Carry:
     low_res: Optional[np.ndarray]
 
 
-def _guide(previous: Optional[_Carry], config: SynPoConfig, valid: np.ndarray) -> Optional[Guide]:
+def _guide(previous: Optional[_Carry], config: SynPoConfig, valid: np.ndarray,
+           support_box_wh: Tuple[float, float]) -> Optional[Guide]:
     """The propagated prompt from the previous slice's result (None: use the support's)."""
     if previous is None or not previous.mask.any():
         return None
     cfg = config.propagation
-    box = grow_box(mask_box(previous.mask), cfg.box_margin, valid) if cfg.box else None
+    box = None
+    if cfg.box:
+        box = mask_box(previous.mask)
+        if cfg.support_size:
+            centre = (box[:2] + box[2:]) / 2.0
+            half = (np.asarray(support_box_wh, np.float32) - 1.0) / 2.0
+            box = np.concatenate([centre - half, centre + half]).astype(np.float32)
+        box = grow_box(box, cfg.box_margin, valid)
     mask_input = None
     if cfg.mask:
         # the support slice has no logits: its mask stands in, as confident logits

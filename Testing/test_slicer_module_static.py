@@ -340,6 +340,10 @@ def test_extension_cmake_has_complete_metadata():
     assert values["EXTENSION_CATEGORY"] == "Segmentation"
     assert "PyTorch" in values["EXTENSION_DEPENDS"].split()
     assert values["EXTENSION_ICONURL"].endswith("/SynPo/Resources/Icons/SynPo.png") and ICON.is_file()
+    # the icon and screenshots the URLs point at are files of this repository
+    for url in [values["EXTENSION_ICONURL"]] + values["EXTENSION_SCREENSHOTURLS"].split():
+        relative = url.split("/main/", 1)[1]
+        assert (ROOT / relative).is_file(), f"{url} points at {relative}, which is not in the repository"
     assert re.search(r"project\(SynPo\)", cmake) and "add_subdirectory(SynPo)" in cmake
     assert "find_package(Slicer REQUIRED)" in cmake and "${Slicer_EXTENSION_CPACK}" in cmake
 
