@@ -319,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _load_extensions() -> None:
     """Import the modules that register further subcommands."""
     from . import demo  # noqa: F401  (registers "demo")
+    from .evaluation import cli as _evaluation  # noqa: F401  (registers "eval")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
