@@ -1,7 +1,9 @@
-# The two set-up commands of the README (fresh machine -> result):
+# The set-up commands of the README (fresh machine -> result):
 #   make demo   installs SynPo (lite backend) and segments a real MRI from one slice
 #   make test   installs SynPo with every backend and the test tools, and runs the tests
-# Both are idempotent: a second run reuses the virtual environment.
+#   make scoreboard  re-computes docs/scoreboard.md on Colin27 + AAL (about 35 min on 2 busy
+#               CPU cores; resumable: finished cases are kept in eval-output/scoreboard)
+# All are idempotent: a second run reuses the virtual environment.
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -12,13 +14,18 @@ DATA   := /usr/share/mricron/templates/ch2.nii.gz
 # install the CUDA build you want first (pip keeps a satisfying torch).
 TORCH  := "torch>=2.1" "torchvision>=0.16"
 
-.PHONY: demo test install install-test data clean
+.PHONY: demo test scoreboard install install-test data clean
 
 demo: install data
 	$(BIN)/synpo demo --out demo-output
 
 test: install-test data
 	$(BIN)/python -m pytest Testing -ra
+
+# --threads 1: one torch thread is several times faster than two on a shared, busy CPU
+scoreboard: install data
+	$(BIN)/synpo eval colin --threads 1 --out docs/scoreboard --summary docs/scoreboard.md \
+		--notes docs/scoreboard-notes.md --work eval-output/scoreboard
 
 data: $(DATA)
 $(DATA):

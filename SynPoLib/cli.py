@@ -420,6 +420,7 @@ def _load_extensions() -> None:
     """Import the modules that register further subcommands."""
     from . import demo  # noqa: F401  (registers "demo")
     from . import weights_cli  # noqa: F401  (registers "weights")
+    from .evaluation import cli as _evaluation  # noqa: F401  (registers "eval")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
