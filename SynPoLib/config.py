@@ -273,7 +273,7 @@ class PropagationConfig:
     box_margin: float = 0.1
     #: keep the support box's size, only moving its centre to the previous mask's
     #: (a box that follows its own mask shrinks with every under-segmented slice)   [G]
-    support_size: bool = False
+    support_size: bool = True
     #: pass the previous slice's low-resolution logits as mask input                 [G]
     mask: bool = False
     #: add SynPo's points to the propagated prompt                                   [G]

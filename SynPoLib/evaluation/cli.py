@@ -27,7 +27,7 @@ from .datasets import (DATASETS, SCOREBOARD_STRUCTURES, Subject, aal_labels, col
                        fsmis_cases, resolve_structures)
 from .harness import evaluate
 from .methods import DEFAULT_ALPHAS, select_methods, standard_methods
-from .protocols import FSMIS, WITHIN, ProtocolError, fsmis_case, pairing_case, within_volume_case
+from .protocols import FSMIS, QC, WITHIN, ProtocolError, fsmis_case, pairing_case, qc_case, within_volume_case
 from .report import headline
 
 COLIN_PREAMBLE = """\
@@ -48,12 +48,16 @@ one positive at the similarity maximum and one negative at its minimum as point 
 (PerSAM-style); `persam-box` = the same maximum through the lite prompt (the support-sized
 box); `copy` = the support slice's mask copied; `alpha=a` = the negative interval sweep
 (beta = alpha - 1.5), prompted with box + negatives because the lite preset's box carries
-no points. See `SynPoLib/evaluation/methods.py`."""
+no points; `propagate` = the propagate mode (each slice also prompted with the previous
+slice's result, issue #6). Every method of protocols 1 and 2 segments every structure
+slice (auto-stop off), as the paper does. The quality-control protocol queries 10 slices
+past each end of the structure and counts the slices painted where it is absent, with and
+without auto-stop. See `SynPoLib/evaluation/methods.py`."""
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", nargs="+", default=["all"],
-                   help="methods to run: all (default), alpha (the sweep), or names: synpo, ablation-1-sam, "
+                   help="methods to run: all (default), alpha (the sweep), or names: synpo, propagate, ablation-1-sam, "
                         "ablation-2-dino, ablation-3-psm, ablation-4-nrm, persam-points, persam-box, copy, alpha=A")
     p.add_argument("--alphas", type=float, nargs="+", default=list(DEFAULT_ALPHAS),
                    help=f"alpha values of the sweep (default: {' '.join(f'{a:g}' for a in DEFAULT_ALPHAS)})")
@@ -80,7 +84,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
                            description="Evaluate on Colin27 T1 + the AAL atlas, within the one volume.")
     colin.add_argument("--structures", nargs="+",
                        help=f"AAL names (default: the scoreboard's {len(SCOREBOARD_STRUCTURES)})")
-    colin.add_argument("--protocols", nargs="+", choices=(FSMIS, WITHIN), default=[FSMIS, WITHIN])
+    colin.add_argument("--protocols", nargs="+", choices=(FSMIS, WITHIN, QC), default=[FSMIS, WITHIN, QC])
+    colin.add_argument("--qc-margin", type=int, default=10,
+                       help="slices queried past each end of the structure in the qc protocol (default: 10)")
     colin.add_argument("--axis", type=int, choices=(0, 1, 2), default=0, help="slice axis (default: 0, axial)")
     _common(colin)
 
@@ -132,6 +138,9 @@ def _colin_cases(args, subject: Subject):
                 if protocol == FSMIS:
                     cases.append(fsmis_case(name, subject.id, labels, subject.id, labels, label=label,
                                             axis=args.axis, tags=tags))
+                elif protocol == QC:
+                    cases.append(qc_case(name, subject.id, labels, label=label, axis=args.axis,
+                                         margin=args.qc_margin, tags=tags))
                 else:
                     cases.append(within_volume_case(name, subject.id, labels, label=label, axis=args.axis,
                                                     tags=tags))

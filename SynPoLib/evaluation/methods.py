@@ -20,7 +20,15 @@ persam-box          the same points through the backend's preset prompt strategy
 copy                the support slice's mask copied to each query slice it serves
 alpha=<a>           SynPo with the negative interval [mu - a sigma, mu - (a - 1.5) sigma]
                     (paper Fig. 4: beta = alpha - 1.5)
+propagate           SynPo's propagate mode: each slice also prompted from the previous slice's
+                    result, outward from the support (issue #6; made for LiteMedSAM)
+synpo+auto-stop     quality-control protocol only: SynPo with auto-stop (SynPoLib.qc)
+propagate+auto-stop quality-control protocol only: the propagate mode with auto-stop
 ==================  ===========================================================================
+
+Every method of the paper's protocols segments every slice it is given (auto-stop off),
+as the paper does with slices known to hold the organ; only the ``+auto-stop`` methods
+of the quality-control protocol stop by themselves.
 
 Ablation rows and PerSAM-style baselines keep everything else of the base configuration
 (prompt strategy, location prior, window, geometry). With the lite backend ``ablation-1-sam``
@@ -41,8 +49,9 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 from ..backends.base import Backend, EncodedSlice, Prediction
-from ..config import PointMethod, PromptStrategy, RefineConfig, RefinePrompt, SynPoConfig
+from ..config import Mode, PointMethod, PromptStrategy, RefineConfig, RefinePrompt, SynPoConfig
 from ..synergy import DINO, SAM
+from .protocols import FSMIS, PAIR, QC, WITHIN
 
 SYNPO = "synpo"
 COPY = "copy"
@@ -65,6 +74,11 @@ class Method:
     features: Optional[Tuple[str, ...]] = None
     #: backbones the method needs; a backend without them makes the row n/a
     requires: Tuple[str, ...] = ()
+    #: protocols the method is run on
+    protocols: Tuple[str, ...] = (FSMIS, WITHIN, PAIR)
+
+    def runs_on(self, protocol: str) -> bool:
+        return protocol in self.protocols
 
     def unavailable(self, backend: Backend) -> Optional[str]:
         """Why the method cannot run on ``backend`` (None when it can)."""
@@ -108,10 +122,20 @@ def sweep_config(base: SynPoConfig, alpha: float) -> SynPoConfig:
     return cfg
 
 
+def _propagate(cfg: SynPoConfig) -> SynPoConfig:
+    return cfg.updated(**{"propagation.mode": Mode.PROPAGATE})
+
+
+def _auto_stop(cfg: SynPoConfig) -> SynPoConfig:
+    return cfg.updated(**{"quality.auto_stop": True})
+
+
 def standard_methods(base: SynPoConfig, alphas: Sequence[float] = DEFAULT_ALPHAS) -> List[Method]:
     """Every method of the scoreboard, built from the backend's base configuration."""
+    base = base.updated(**{"quality.auto_stop": False})  # the paper's protocols: every slice
+    everywhere = (FSMIS, WITHIN, PAIR, QC)
     methods = [
-        Method(SYNPO, "SynPo (backend preset)", config=base),
+        Method(SYNPO, "SynPo (backend preset)", config=base, protocols=everywhere),
         Method("ablation-1-sam", "SAM features, naive points, no refine", config=_no_refine(_naive(base)),
                features=(SAM,)),
         Method("ablation-2-dino", "+ DINOv2 synergy map", config=_no_refine(_naive(base)),
@@ -125,6 +149,12 @@ def standard_methods(base: SynPoConfig, alphas: Sequence[float] = DEFAULT_ALPHAS
         Method("persam-box", "PerSAM-style points through the preset prompt strategy",
                config=_no_refine(_naive(base)), features=(SAM,)),
         Method(COPY, "copy the support mask", kind=COPY),
+        Method("propagate", "propagate mode: also prompted from the previous slice", config=_propagate(base),
+               protocols=everywhere),
+        Method("synpo+auto-stop", "SynPo, stopping by itself past the structure", config=_auto_stop(base),
+               protocols=(QC,)),
+        Method("propagate+auto-stop", "propagate mode, stopping by itself", config=_auto_stop(_propagate(base)),
+               protocols=(QC,)),
     ]
     for alpha in alphas:
         methods.append(Method(f"alpha={alpha:g}", f"SynPo, negatives in [mu - {alpha:g} s, mu - ({alpha - 1.5:g}) s]",

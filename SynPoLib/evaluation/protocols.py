@@ -37,7 +37,9 @@ from ..volume import assign_supports
 FSMIS = "fsmis"
 WITHIN = "within"
 PAIR = "pair"
-PROTOCOLS = (FSMIS, WITHIN, PAIR)
+#: quality control: within-volume, the query range reaches past both ends of the structure
+QC = "qc"
+PROTOCOLS = (FSMIS, WITHIN, PAIR, QC)
 
 
 @dataclass(frozen=True)
@@ -190,6 +192,22 @@ def within_volume_case(structure: str, volume_id: str, labels: np.ndarray, *, la
                 tags=tuple(tags))
 
 
+def qc_case(structure: str, volume_id: str, labels: np.ndarray, *, label: int, axis: int = 0,
+            margin: int = 10, tags: Sequence[Tuple[str, str]] = ()) -> Case:
+    """Quality control: the middle structure slice supports every slice from ``margin``
+    slices before the structure's first to ``margin`` after its last (clipped to the
+    volume), so a method's false-positive slices outside the structure are counted."""
+    slices = structure_slices(labels, label, axis)
+    if len(slices) < 2:
+        raise ProtocolError(f"{structure}: label {label} spans {len(slices)} slice(s); need at least 2")
+    support = slices[len(slices) // 2]
+    first, last = max(0, slices[0] - margin), min(np.shape(labels)[axis] - 1, slices[-1] + margin)
+    assignment = tuple((q, support) for q in range(first, last + 1) if q != support)
+    return Case(protocol=QC, structure=structure, support_id=volume_id, query_id=volume_id, axis=axis,
+                support_label=label, query_label=label, support_slices=(support,), assignment=assignment,
+                tags=tuple(tags))
+
+
 def pairing_case(structure: str, support_id: str, support_labels: np.ndarray, query_id: str,
                  query_labels: np.ndarray, *, label: int, query_label: Optional[int] = None,
                  support_slices: Optional[Sequence[int]] = None, axis: int = 0,
@@ -232,6 +250,6 @@ def relative_position(index: int, extent: Tuple[int, int]) -> float:
     return 0.5 if hi == lo else (index - lo) / (hi - lo)
 
 
-__all__ = ["Case", "FSMIS", "PAIR", "PROTOCOLS", "ProtocolError", "WITHIN", "fsmis_case", "fsmis_chunks",
+__all__ = ["Case", "FSMIS", "PAIR", "PROTOCOLS", "ProtocolError", "QC", "WITHIN", "qc_case", "fsmis_case", "fsmis_chunks",
            "fsmis_fractions", "fsmis_support_slices", "pairing_case", "relative_position", "structure_slices",
            "within_volume_case"]

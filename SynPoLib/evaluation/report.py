@@ -22,12 +22,14 @@ import numpy as np
 from ..backends.base import Backend
 from ..io import atomic_path
 from .methods import COPY, SYNPO, Method
-from .protocols import Case
+from .protocols import QC, Case
 from .store import ResultStore
 
 #: methods of the main table, in order (those absent from a run are left out)
 MAIN_METHODS = ("synpo", "ablation-1-sam", "ablation-2-dino", "ablation-3-psm", "ablation-4-nrm",
-                "persam-points", "persam-box", COPY)
+                "persam-points", "persam-box", COPY, "propagate")
+#: methods of the quality-control table, in order
+QC_METHODS = ("synpo", "synpo+auto-stop", "propagate", "propagate+auto-stop")
 ABLATION_METHODS = ("ablation-1-sam", "ablation-2-dino", "ablation-3-psm", "ablation-4-nrm")
 BASELINES = ("persam-points", "persam-box", COPY)
 #: an encode share below this is a cache hit (hashing the image), not an encoder pass
@@ -74,7 +76,7 @@ def collect(cases: Sequence[Case], methods: Sequence[Method], backend: Backend, 
         base = {"protocol": case.protocol, "dataset": dataset, "fold": case.fold, "structure": case.structure,
                 "support_id": case.support_id, "query_id": case.query_id}
         for method in methods:
-            if method.name in unavailable:
+            if method.name in unavailable or not method.runs_on(case.protocol):
                 continue
             fingerprint = method.fingerprint(backend)
             entry = store.get(case.key, fingerprint)
@@ -211,6 +213,45 @@ def losses(results: Results, protocol: str, method: str = SYNPO,
     return out
 
 
+@dataclass(frozen=True)
+class QCRow:
+    """A method's quality control on the qc protocol, means over structures."""
+
+    false_positive_slices: float  # painted slices where the structure is absent
+    missed_slices: float  # structure slices left empty
+    outside_slices: float  # queried slices where the structure is absent
+    inside_slices: float  # queried structure slices
+    dice_range: float  # pooled Dice over every queried slice
+    dice_inside: float  # pooled Dice over the structure's slices only
+    n_structures: int
+
+
+def qc_summary(results: Results, method: str, protocol: str = QC) -> Optional[QCRow]:
+    """False-positive and missed slices, and Dice, of ``method`` on the qc protocol."""
+    per: Dict[str, List[dict]] = defaultdict(list)
+    for row in results.slices:
+        if row["protocol"] == protocol and row["method"] == method:
+            per[row["structure"]].append(row)
+    if not per:
+        return None
+    fp, missed, outside, inside, d_range, d_inside = [], [], [], [], [], []
+    for rows in per.values():
+        out_rows = [r for r in rows if not r["ref_pixels"]]
+        in_rows = [r for r in rows if r["ref_pixels"]]
+        fp.append(sum(1 for r in out_rows if r["pred_pixels"]))
+        missed.append(sum(1 for r in in_rows if not r["pred_pixels"]))
+        outside.append(len(out_rows))
+        inside.append(len(in_rows))
+
+        def pooled(subset):
+            total = sum(r["pred_pixels"] + r["ref_pixels"] for r in subset)
+            return sum(r["dice"] * (r["pred_pixels"] + r["ref_pixels"]) for r in subset) / total if total else 1.0
+
+        d_range.append(pooled(rows))
+        d_inside.append(pooled(in_rows))
+    return QCRow(_mean(fp), _mean(missed), _mean(outside), _mean(inside), _mean(d_range), _mean(d_inside), len(per))
+
+
 # --------------------------------------------------------------------------- Markdown
 
 def _fmt(value: float, digits: int = 3) -> str:
@@ -228,10 +269,36 @@ def _offset(k: float) -> str:
     return f"mu {'+' if k > 0 else '-'} {abs(k):g} s"
 
 
+def _qc_section(results: Results, names: Sequence[str]) -> List[str]:
+    """The quality-control table: slices painted outside the structure, missed inside it."""
+    rows = [(m, qc_summary(results, m)) for m in QC_METHODS if m in names]
+    rows = [(m, r) for m, r in rows if r is not None]
+    if not rows:
+        return ["(no result)", ""]
+    first = rows[0][1]
+    out = [f"Each structure's middle slice supports every slice of a range reaching past both of its ends "
+           f"(mean over {first.n_structures} structures: {first.inside_slices:.1f} queried slices hold it, "
+           f"{first.outside_slices:.1f} do not):", "",
+           "| method | false-positive slices (outside, painted) | missed slices (inside, empty) "
+           "| Dice over the range | Dice over the structure's slices |", "|---|---|---|---|---|"]
+    for name, row in rows:
+        out.append(f"| {name} | {row.false_positive_slices:.1f} | {row.missed_slices:.1f} | "
+                   f"{_fmt(row.dice_range)} | {_fmt(row.dice_inside)} |")
+    stopping = [m for m in results.methods if m.name in names and m.config is not None
+                and m.config.quality.auto_stop]
+    if stopping:
+        q = stopping[0].config.quality
+        out += ["", f"Auto-stop (SynPoLib.qc): {q.stop_after} consecutive slices below {q.stop_threshold:g} of "
+                "the support's own confidence end a direction; those slices are left empty and the rest of "
+                "the direction is not segmented.", ""]
+    return out
+
+
 PROTOCOL_TITLES = {
     "fsmis": "Protocol 1: FSMIS 1-shot (supports at 1/6, 1/2, 5/6; query thirds)",
     "within": "Protocol 2: within-volume propagation (middle slice supports all others)",
     "pair": "Protocol 3: free pairing",
+    "qc": "Quality control: false-positive slices past the structure, with and without auto-stop",
 }
 
 
@@ -240,6 +307,15 @@ def headline(results: Results) -> List[str]:
     lines = []
     names = results.method_names()
     for protocol in results.protocols():
+        if protocol == QC:
+            rows = [(m, qc_summary(results, m)) for m in QC_METHODS if m in names]
+            rows = [(m, r) for m, r in rows if r is not None]
+            if rows:
+                lines.append(f"- **qc** (per structure, {rows[0][1].outside_slices:.0f} queried slices lie outside "
+                             "it): " + " | ".join(f"{m} {r.false_positive_slices:.1f} false-positive / "
+                                                  f"{r.missed_slices:.1f} missed slices, Dice {_fmt(r.dice_range)}"
+                                                  for m, r in rows))
+            continue
         parts = []
         for name, title in ((SYNPO, "SynPo"), ("persam-points", "PerSAM-style points"),
                             ("persam-box", "PerSAM-style box"), (COPY, "copy")):
@@ -277,6 +353,9 @@ def markdown_summary(results: Results, *, title: str, command: str, backend: str
     out += ["## Headline", ""] + headline(results) + [""]
     for protocol in results.protocols():
         out += [f"## {PROTOCOL_TITLES.get(protocol, protocol)}", ""]
+        if protocol == QC:
+            out += _qc_section(results, names)
+            continue
         header = ["structure"] + main
         out += ["Pooled Dice per structure (mean over query volumes):", "",
                 "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -363,6 +442,6 @@ def markdown_summary(results: Results, *, title: str, command: str, backend: str
     return "\n".join(out).rstrip() + "\n"
 
 
-__all__ = ["ABLATION_METHODS", "Aggregate", "BASELINES", "MAIN_METHODS", "Results", "SLICE_COLUMNS",
+__all__ = ["ABLATION_METHODS", "Aggregate", "BASELINES", "MAIN_METHODS", "QCRow", "QC_METHODS", "Results", "SLICE_COLUMNS",
            "VOLUME_COLUMNS", "aggregate", "collect", "headline", "losses", "markdown_summary", "read_csv",
-           "structure_means", "write_csv"]
+           "qc_summary", "structure_means", "write_csv"]

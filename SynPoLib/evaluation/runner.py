@@ -163,6 +163,8 @@ def run_cases(cases: Sequence[Case], methods: Sequence[Method], backend: Backend
     for case in cases:
         done_here = set()
         for method in runnable:
+            if not method.runs_on(case.protocol):
+                continue
             fingerprint = method.fingerprint(backend)
             if fingerprint in done_here or store.has(case.key, fingerprint):
                 stats.skipped += 1
@@ -192,7 +194,7 @@ def pending_slices(cases: Sequence[Case], methods: Sequence[Method], backend: Ba
     for case in cases:
         seen = set()
         for method in methods:
-            if method.unavailable(backend):
+            if method.unavailable(backend) or not method.runs_on(case.protocol):
                 continue
             fingerprint = method.fingerprint(backend)
             if fingerprint in seen or store.has(case.key, fingerprint):
