@@ -36,6 +36,7 @@ frames on the other side of the support).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from collections import deque
@@ -531,6 +532,7 @@ def segment_volume_video(backend: Union[Backend, str], query: np.ndarray, suppor
                          augment: Union[AugmentConfig, int, None] = AugmentConfig(),
                          hybrid: bool = False,
                          video: VideoConfig = VideoConfig(),
+                         batch_size: Optional[int] = None,
                          progress: Optional[Callable[[ProgressEvent], None]] = None,
                          cancel: CancelCheck = None,
                          end_direction: Optional[Callable[[SliceRecord], bool]] = None) -> VolumeResult:
@@ -541,6 +543,7 @@ def segment_volume_video(backend: Union[Backend, str], query: np.ndarray, suppor
     per-slice score and, with ``synpo``, the hybrid mode's confidence map.
     ``augment``: an :class:`AugmentConfig`, a number of copies, or None (no copies, no
     matching). ``hybrid``: add SynPo's point prompts on every tracked frame.
+    ``batch_size`` (as ``segment_volume``'s) overrides ``video.batch_size``.
     ``end_direction(record)``: called after each tracked slice; True ends that
     direction's propagation (the rest of its slices get an empty mask and a record
     saying so), e.g. for an automatic stop at the structure's end.
@@ -557,6 +560,8 @@ def segment_volume_video(backend: Union[Backend, str], query: np.ndarray, suppor
         raise ValueError(f"query volume must be 3-D, got shape {np.shape(query)}")
     if not isinstance(video, VideoConfig):
         raise TypeError(f"video must be a VideoConfig, got {type(video).__name__}")
+    if batch_size is not None:
+        video = dataclasses.replace(video, batch_size=int(batch_size))
     augment = _augment_config(augment)
     axis = support.axis
     same = (query is support.volume) if same_volume is None else bool(same_volume)

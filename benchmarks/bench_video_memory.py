@@ -4,7 +4,9 @@
 Each measurement runs in a fresh process (peak RSS is per process): SAM 2.1 (random
 weights: memory does not depend on their values) is built and warmed up on a 3-slice
 volume, then the video mode segments an N-slice volume from a middle support. It
-reports the process's peak RSS and how much the run added to it, for:
+reports the process's peak RSS and how much the run added to it, its current RSS
+after 16 slices and at the end, and the largest size of sam2's inference state
+(tensor bytes, exact), for:
 
 - ``windowed``: the default (tracking outputs kept only as far back as SAM 2 reads);
 - ``keep-all``: ``VideoConfig(memory_window=10**6)``, i.e. every frame's output kept,
@@ -40,6 +42,43 @@ def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
+def _rss_mib() -> float:
+    """Current resident set size (Linux)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def _tensor_bytes(obj, seen) -> int:
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        key = obj.untyped_storage().data_ptr()
+        if key in seen:
+            return 0
+        seen.add(key)
+        return obj.untyped_storage().nbytes()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v, seen) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v, seen) for v in obj)
+    return 0
+
+
+def _watch_state(predictor, sizes: list) -> None:
+    """Record the tensor bytes of sam2's inference state at every tracked frame."""
+    original = predictor.propagate_in_video
+
+    def propagate(state, *args, **kwargs):
+        for item in original(state, *args, **kwargs):
+            sizes.append(_tensor_bytes({k: v for k, v in state.items() if k != "images"}, set()))
+            yield item
+
+    predictor.propagate_in_video = propagate
+
+
 def _volume(n: int):
     import numpy as np
 
@@ -62,13 +101,20 @@ def child_video(n: int, image_size: int, keep_all: bool) -> dict:
     video = VideoConfig(memory_window=10 ** 6) if keep_all else VideoConfig()
     warm, warm_mask = _volume(3)
     segment_volume_video(backend, warm, Support(volume=warm, mask=warm_mask, slices=[1], axis=0), video=video)
+    from SynPoLib.backends.sam2_video import video_predictor
+
+    sizes: list = []
+    _watch_state(video_predictor(backend), sizes)
     before = _peak_mib()
     vol, mask = _volume(n)
+    rss = []
     start = time.perf_counter()
-    result = segment_volume_video(backend, vol, Support(volume=vol, mask=mask, slices=[n // 2], axis=0), video=video)
+    result = segment_volume_video(backend, vol, Support(volume=vol, mask=mask, slices=[n // 2], axis=0), video=video,
+                                  progress=lambda event: rss.append(_rss_mib()))
     seconds = time.perf_counter() - start
     assert len(result.records) == n
-    return {"peak_mib": _peak_mib(), "added_mib": _peak_mib() - before, "s_per_slice": seconds / n}
+    return {"peak_mib": _peak_mib(), "added_mib": _peak_mib() - before, "s_per_slice": seconds / n,
+            "state_mib": max(sizes) / 2 ** 20, "rss_early": rss[min(16, n - 1)], "rss_end": rss[-1]}
 
 
 def child_stock(n: int, image_size: int) -> dict:
@@ -111,15 +157,20 @@ def main() -> None:
         return
     print(f"SAM 2.1 tiny, random weights, {args.image_size} px, CPU, 1 thread; middle support; "
           "peak RSS of a fresh process, and what the N-slice run added to it")
-    print(f"| N slices | mode | peak RSS (MiB) | added by the run (MiB) | s / slice |")
-    print("|---|---|---|---|---|")
+    print("| N slices | mode | peak RSS (MiB) | added by the run (MiB) | RSS at slice 16 -> at the end (MiB) "
+          "| sam2 tracking state, max (MiB) | s / slice |")
+    print("|---|---|---|---|---|---|---|")
     for n in args.slices:
         for kind in ("windowed", "keep-all", "stock"):
             r = _run_child([kind, str(n), str(args.image_size)])
             label = {"windowed": "video mode (windowed)", "keep-all": "video mode, every output kept",
                      "stock": f"sam2 init_state only (frames: {r.get('frames_mib', 0):.0f} MiB)"}[kind]
-            speed = f"{r['s_per_slice']:.2f}" if "s_per_slice" in r else "-"
-            print(f"| {n} | {label} | {r['peak_mib']:.0f} | {r['added_mib']:.1f} | {speed} |", flush=True)
+            if kind == "stock":
+                extra = "- | - | -"
+            else:
+                extra = (f"{r['rss_early']:.0f} -> {r['rss_end']:.0f} | {r['state_mib']:.2f} | "
+                         f"{r['s_per_slice']:.2f}")
+            print(f"| {n} | {label} | {r['peak_mib']:.0f} | {r['added_mib']:.1f} | {extra} |", flush=True)
 
 
 if __name__ == "__main__":
