@@ -27,6 +27,7 @@ _EXPORTS = {
     "SliceResult": "segmenter", "SynPoSegmenter": "segmenter",
     "Cancelled": "volume", "ProgressEvent": "volume", "SliceRecord": "volume", "Support": "volume",
     "VolumeResult": "volume", "assign_supports": "volume", "segment_volume": "volume",
+    "AugmentConfig": "augment", "VideoConfig": "video", "segment_volume_video": "video",
 }
 
 __all__ = sorted(_EXPORTS)
