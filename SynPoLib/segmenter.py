@@ -108,6 +108,23 @@ class SynPoSegmenter:
     def confidence(self, encoded: EncodedSlice, support: SupportContext) -> QuerySynergy:
         return query_synergy(encoded.features, support.synergy, self.config.synergy, self.roi_size)
 
+    def prompt_points(self, maps: QuerySynergy, support: SupportContext,
+                      valid: np.ndarray) -> Tuple[PointPrompts, np.ndarray]:
+        """The slice's prompt points, and the map positives (and boxes) are read from.
+
+        Positives and boxes read the (optionally location-weighted) map; negatives
+        always read the raw map, on the scale of the support background Gaussian.
+        """
+        cfg = self.config
+        weight = self.location_weight(support)
+        positive_map = maps.syn if weight is None else maps.syn * weight
+        if cfg.points.method == PointMethod.EXTREMES:
+            points = extreme_points(maps.syn, valid, positive_map=positive_map)
+        else:
+            points = select_points(maps.syn, support.synergy.mu, support.synergy.sigma,
+                                   cfg.points, valid, positive_map=positive_map)
+        return points, positive_map
+
     def segment(self, encoded: EncodedSlice, support: SupportContext,
                 valid: Optional[np.ndarray] = None, guide: Optional[Guide] = None) -> SliceResult:
         """Segment one encoded query slice; ``valid`` marks the ROI pixels that show it.
@@ -122,15 +139,7 @@ class SynPoSegmenter:
             valid = np.ones((self.roi_size, self.roi_size), dtype=bool)
 
         maps = self.confidence(encoded, support)
-        weight = self.location_weight(support)
-        # Positives and boxes read the (optionally location-weighted) map; negatives
-        # always read the raw map, on the scale of the support background Gaussian.
-        positive_map = maps.syn if weight is None else maps.syn * weight
-        if cfg.points.method == PointMethod.EXTREMES:
-            points = extreme_points(maps.syn, valid, positive_map=positive_map)
-        else:
-            points = select_points(maps.syn, support.synergy.mu, support.synergy.sigma,
-                                   cfg.points, valid, positive_map=positive_map)
+        points, positive_map = self.prompt_points(maps, support, valid)
         first_mask_input = None
         if guide is None:
             prompt = build_prompt(cfg.prompt.strategy, positive_map, points, np.asarray(support.box_wh),

@@ -47,14 +47,15 @@ import numpy as np
 
 from .augment import AugmentConfig, Jitter, augment_support, best_match, descriptor
 from .backends.base import Backend, EncodedSlice
-from .config import PointMethod, SynPoConfig
-from .points import PointPrompts, extreme_points, select_points
+from .config import SynPoConfig
+from .points import PointPrompts
 from .presets import preset
 from .preprocess import SliceGeometry, apply_window, in_plane_spacing, slice_geometry, take_slice, window_bounds
 from .refine import mask_score
 from .segmenter import SupportContext, SynPoSegmenter
 from .synergy import SAM, QuerySynergy
-from .volume import (CancelCheck, Cancelled, ProgressEvent, SliceRecord, Support, VolumeResult, _should_stop,
+from .qc import ChainState, relative_confidence
+from .volume import (CancelCheck, Cancelled, ProgressEvent, SliceRecord, Support, VolumeResult, should_stop,
                      assign_supports, resolve_slices)
 
 
@@ -370,18 +371,12 @@ class _VideoRun:
                                         elapsed=time.perf_counter() - self.start))
 
     def _check_cancel(self) -> None:
-        if _should_stop(self.cancel):
+        if should_stop(self.cancel):
             raise Cancelled(f"cancelled after {len(self.records)} of {len(self.wanted)} slices")
 
     def _hybrid_points(self, maps: QuerySynergy, context: SupportContext) -> PointPrompts:
         """SynPo's prompt points on a frame, picked as SynPoSegmenter.segment picks them."""
-        cfg = self.config
-        weight = self.segmenter.location_weight(context)
-        positive_map = maps.syn if weight is None else maps.syn * weight
-        if cfg.points.method == PointMethod.EXTREMES:
-            return extreme_points(maps.syn, self.valid, positive_map=positive_map)
-        return select_points(maps.syn, context.synergy.mu, context.synergy.sigma, cfg.points, self.valid,
-                             positive_map=positive_map)
+        return self.segmenter.prompt_points(maps, context, self.valid)[0]
 
     # -- the run
     def run(self) -> VolumeResult:
@@ -433,7 +428,8 @@ class _VideoRun:
         recent: Deque[int] = deque()
         ahead: Dict[int, Tuple[EncodedSlice, float]] = {}
         context = self.contexts[p.support]
-        ended = False
+        chain = ChainState(self.config.quality)  # auto-stop, as in the per-slice modes
+        ended = ""
         try:
             with contextlib.redirect_stderr(_Discard()):  # sam2's tqdm binds its stream here
                 first = next(generator)
@@ -443,7 +439,7 @@ class _VideoRun:
             for k, f in enumerate(todo):
                 index = self.layout.frames[f].query
                 if ended:
-                    self._skip(index, p, "direction ended")
+                    self._skip(index, p, ended)
                     continue
                 self._check_cancel()
                 if f not in ahead:
@@ -481,14 +477,28 @@ class _VideoRun:
                                   "synpo": time.perf_counter() - t - correction_time}
                 recent.append(f)
                 self._forget(recent)
+                record.confidence = relative_confidence(record.score, context.self_score)
                 if index in self.wanted_set:
-                    if record.accepted:
-                        _put_slice(self.out, index, self.axis, mask)
-                    self._report(record, mask)
+                    final, dropped = chain.push(index, record.confidence, record.pixels, (record, mask))
+                    for _, (rec, m) in final:
+                        self._paint(rec, m)
+                    for _, (rec, m) in dropped:
+                        rec.accepted, rec.pixels = False, 0
+                        rec.notes = tuple(rec.notes) + ("auto-stop: below the confidence threshold",)
+                        self._report(rec, np.zeros_like(m))
+                    if chain.stopped:
+                        ended = "auto-stop: not segmented"
                 if self.end_direction is not None and self.end_direction(record):
-                    ended = True
+                    ended = ended or "direction ended"
+            for _, (rec, m) in chain.finish():
+                self._paint(rec, m)
         finally:
             generator.close()
+
+    def _paint(self, record: SliceRecord, mask: np.ndarray) -> None:
+        if record.accepted:
+            _put_slice(self.out, record.index, self.axis, mask)
+        self._report(record, mask if record.accepted else np.zeros_like(mask))
 
     def _record(self, index: int, p: Pass, choice: Dict[int, int], logits: np.ndarray, maps: QuerySynergy,
                 points: PointPrompts, object_logit: float, iou: Optional[float],

@@ -134,7 +134,8 @@ class VolumeResult:
 CancelCheck = Union[Callable[[], bool], "threading.Event", None]  # noqa: F821
 
 
-def _should_stop(cancel: CancelCheck) -> bool:
+def should_stop(cancel: CancelCheck) -> bool:
+    """Whether a cancel check (an Event, a callable or None) asks to stop now."""
     if cancel is None:
         return False
     is_set = getattr(cancel, "is_set", None)
@@ -207,7 +208,8 @@ def segment_volume(backend: Backend, query: np.ndarray, support: Support, *,
                              f"(SynPoLib.video): {exc}") from exc
         return segment_volume_video(backend, query, support, config=config, slices=slices,
                                     query_spacing=query_spacing, query_window=query_window,
-                                    same_volume=same_volume, progress=progress, cancel=cancel)
+                                    same_volume=same_volume, hybrid=config.propagation.mode == Mode.HYBRID,
+                                    batch_size=batch_size, progress=progress, cancel=cancel)
     if np.ndim(query) != 3:
         raise ValueError(f"query volume must be 3-D, got shape {np.shape(query)}")
     if batch_size < 1:
@@ -287,7 +289,7 @@ def segment_volume(backend: Backend, query: np.ndarray, support: Support, *,
                     leave_unpainted(SliceRecord(index=s, support_index=support_index),
                                     np.zeros(q_geometry.native, bool), "auto-stop: not segmented")
                 continue
-            if _should_stop(cancel):
+            if should_stop(cancel):
                 raise Cancelled(f"cancelled after {len(records)} of {total} slices")
             images = [q_geometry.image_to_roi(apply_window(take_slice(query, s, axis), q_window)) for s in batch]
             t = time.perf_counter()
@@ -298,7 +300,7 @@ def segment_volume(backend: Backend, query: np.ndarray, support: Support, *,
                     leave_unpainted(SliceRecord(index=s, support_index=support_index),
                                     np.zeros(q_geometry.native, bool), "auto-stop: not segmented")
                     continue
-                if _should_stop(cancel):
+                if should_stop(cancel):
                     raise Cancelled(f"cancelled after {len(records)} of {total} slices")
                 guide = _guide(previous, config, valid, ctx.box_wh) if propagate else None
                 result = segmenter.segment(enc, ctx, valid, guide=guide)

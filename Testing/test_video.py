@@ -24,6 +24,7 @@ from SynPoLib.augment import AugmentConfig, apply_jitter, augment_support, best_
 from SynPoLib.backends import create_backend
 from SynPoLib.backends.sam2_video import InMemoryVideoPredictor, LazyFrames, backbone_out, video_predictor
 from SynPoLib.config import SynPoConfig
+from SynPoLib.presets import preset
 from SynPoLib.points import select_points
 from SynPoLib.preprocess import apply_window, in_plane_spacing, slice_geometry, take_slice, window_bounds
 from SynPoLib.segmenter import SynPoSegmenter
@@ -32,6 +33,8 @@ from SynPoLib.video import (VideoConfig, VideoSliceRecord, memory_reach, plan_vi
 from SynPoLib.volume import Cancelled, SliceRecord, VolumeResult
 
 TINY = dict(sam2_size="tiny", random_weights=True, device="cpu")
+#: random weights make every confidence meaningless: plumbing tests paint every slice
+NO_STOP = preset("paper").updated(**{"quality.auto_stop": False})
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -236,7 +239,7 @@ def test_lite_backend_is_refused_with_a_clear_error(lite_backend, blob):
     volume, mask = blob
     support = Support(volume=volume, mask=mask, slices=[8], axis=0)
     with pytest.raises(TypeError, match="sam2 or synpo backend.*lite"):
-        segment_volume_video(lite_backend, volume, support)
+        segment_volume_video(lite_backend, volume, support, config=NO_STOP)
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -251,7 +254,7 @@ def test_video_mode_end_to_end_from_a_middle_support(sam2_256, spy_on):
     calls_before = sam2_256.encoder_calls.counts.get(SAM, 0)
     events = []
     try:
-        result = segment_volume_video(sam2_256, volume, support, augment=AugmentConfig(n=2), progress=events.append)
+        result = segment_volume_video(sam2_256, volume, support, config=NO_STOP, augment=AugmentConfig(n=2), progress=events.append)
     finally:
         for h in hooks:
             h.remove()
@@ -324,7 +327,7 @@ def test_each_frame_lands_on_its_slice_along_any_axis(sam2_128, spy_on, axis):
 
     sam2_128.encode = encode
     try:
-        result = segment_volume_video(sam2_128, query, support, augment=None, query_spacing=spacing)
+        result = segment_volume_video(sam2_128, query, support, config=NO_STOP, augment=None, query_spacing=spacing)
     finally:
         del sam2_128.encode
 
@@ -425,7 +428,7 @@ def test_video_run_matches_each_query_slice_to_the_copy_it_was_posed_as(sam2_128
     copies = augment_support(image, geometry.mask_to_roi(mask[2]), geometry.scaled, cfg, key=2)
     query = np.stack([apply_jitter(apply_window(volume[3], window), mask[3], c.jitter)[0] for c in copies])
     support = Support(volume=volume, mask=mask, slices=[2], axis=0, window=window)
-    result = segment_volume_video(sam2_128, query.astype(np.float32), support, augment=cfg, query_window=window)
+    result = segment_volume_video(sam2_128, query.astype(np.float32), support, config=NO_STOP, augment=cfg, query_window=window)
     assert [r.augmentation for r in result.records] == [0, 1, 2, 3, 4]
 
 
@@ -436,7 +439,7 @@ def test_memory_stays_bounded_on_a_long_volume(sam2_128, spy_on):
     volume, mask = ellipsoid_volume((n, 24, 24), radii=(18, 8, 8), seed=2)
     support = Support(volume=volume, mask=mask, slices=[s], axis=0)
     spy = spy_on(sam2_128)
-    windowed = segment_volume_video(sam2_128, volume, support, augment=None)
+    windowed = segment_volume_video(sam2_128, volume, support, config=NO_STOP, augment=None)
     reach = memory_reach(spy.predictor)
     assert reach == 15  # SAM 2.1: 16 object pointers (15 back), 7 mask memories (6 back)
     forward, tracked = spy.passes[-1], n - 1 - s
@@ -448,7 +451,7 @@ def test_memory_stays_bounded_on_a_long_volume(sam2_128, spy_on):
     assert max(plateau) == min(plateau) == spy.state_bytes[-1]
     assert spy.state["images"].reads == 0  # no frame tensor was ever made
 
-    keep_all = segment_volume_video(sam2_128, volume, support, augment=None, video=VideoConfig(memory_window=10 ** 6))
+    keep_all = segment_volume_video(sam2_128, volume, support, config=NO_STOP, augment=None, video=VideoConfig(memory_window=10 ** 6))
     assert max(spy.retained[-(tracked + 1):]) == tracked  # everything kept this time ...
     assert spy.state_bytes[-1] > max(plateau)
     np.testing.assert_array_equal(windowed.mask, keep_all.mask)  # ... and the same result
@@ -467,7 +470,7 @@ def test_hybrid_adds_synpo_points_on_each_tracked_frame(synpo_128, spy_on):
     support = Support(volume=volume, mask=mask, slices=[2], axis=0)
     spy = spy_on(synpo_128)
     always = VideoConfig(hybrid_min_object_logit=-np.inf)
-    result = segment_volume_video(synpo_128, volume, support, augment=None, hybrid=True, video=always)
+    result = segment_volume_video(synpo_128, volume, support, config=NO_STOP, augment=None, hybrid=True, video=always)
 
     assert [f for f, *_ in spy.point_prompts] == [1, 0, 3, 4]
     # each correction is encoded into memory before the next frame is tracked
@@ -494,7 +497,7 @@ def test_hybrid_adds_synpo_points_on_each_tracked_frame(synpo_128, spy_on):
     # gated by SAM 2's object head: above every possible logit, no points at all
     spy.point_prompts.clear()
     never = VideoConfig(hybrid_min_object_logit=np.inf)
-    plain = segment_volume_video(synpo_128, volume, support, augment=None, hybrid=True, video=never)
+    plain = segment_volume_video(synpo_128, volume, support, config=NO_STOP, augment=None, hybrid=True, video=never)
     assert spy.point_prompts == []
     assert all(len(r.points) == 0 for r in plain.records)
 
@@ -509,20 +512,20 @@ def test_cancel_end_direction_and_bad_input(sam2_128, spy_on):
         return len(seen) >= 3
 
     with pytest.raises(Cancelled):
-        segment_volume_video(sam2_128, volume, support, augment=None, progress=seen.append, cancel=cancel)
+        segment_volume_video(sam2_128, volume, support, config=NO_STOP, augment=None, progress=seen.append, cancel=cancel)
     assert len(seen) == 3
 
     spy = spy_on(sam2_128)
-    result = segment_volume_video(sam2_128, volume, support, augment=None, end_direction=lambda record: True)
+    result = segment_volume_video(sam2_128, volume, support, config=NO_STOP, augment=None, end_direction=lambda record: True)
     assert [p["visited"] for p in spy.passes] == [[3, 2], [3, 4]]  # one slice per direction, then stop
     ended = [r.index for r in result.records if r.notes == ("direction ended",)]
     assert ended == [0, 1, 5, 6]
     assert not result.mask[[0, 1, 5, 6]].any() and len(result.records) == 7
 
     with pytest.raises(ValueError, match="3-D"):
-        segment_volume_video(sam2_128, volume[0], support)
+        segment_volume_video(sam2_128, volume[0], support, config=NO_STOP)
     with pytest.raises(ValueError, match="outside"):
-        segment_volume_video(sam2_128, volume, support, slices=[9])
+        segment_volume_video(sam2_128, volume, support, config=NO_STOP, slices=[9])
     with pytest.raises(ValueError, match="memory_window"):
         VideoConfig(memory_window=0)
 
@@ -537,12 +540,26 @@ def test_frames_encoded_ahead_in_batches_give_the_same_result(sam2_128):
         sizes.append(len(batch))
         return original(batch)
 
-    one = segment_volume_video(sam2_128, volume, support, augment=None)
+    one = segment_volume_video(sam2_128, volume, support, config=NO_STOP, augment=None)
     sam2_128.encode = encode
     try:
-        batched = segment_volume_video(sam2_128, volume, support, augment=None, batch_size=4)
+        batched = segment_volume_video(sam2_128, volume, support, config=NO_STOP, augment=None, batch_size=4)
     finally:
         del sam2_128.encode
     assert sizes == [1, 3, 3]  # the support, then each direction's 3 slices at once
     assert (one.mask == batched.mask).mean() > 0.999  # batched convolutions may differ in the last bits
     np.testing.assert_allclose([r.iou for r in one.records], [r.iou for r in batched.records], atol=1e-3)
+
+
+def test_auto_stop_holds_back_and_ends_each_direction(sam2_128):
+    """Quality control in the video mode: with an unreachable threshold and k = 1, the
+    first tracked slice of each direction is left unpainted and the rest is skipped."""
+    volume, mask = ellipsoid_volume(shape=(9, 20, 20))
+    support = Support(volume, mask, [4])
+    cfg = NO_STOP.updated(**{"quality.auto_stop": True, "quality.stop_threshold": 2.0, "quality.stop_after": 1})
+    result = segment_volume_video(sam2_128, volume, support, config=cfg, augment=None)
+    assert np.flatnonzero(result.mask.any(axis=(1, 2))).tolist() == [4]
+    notes = {r.index: " ".join(r.notes) for r in result.records}
+    assert "below the confidence threshold" in notes[3] and "below the confidence threshold" in notes[5]
+    assert all("auto-stop: not segmented" in notes[i] for i in (0, 1, 2, 6, 7, 8))
+    assert np.isfinite(result.record(3).confidence) and np.isnan(result.record(0).score)
