@@ -43,6 +43,15 @@ BACKENDS = {
     "LiteMedSAM (lite, fast on a CPU)": "lite",
     "SAM2 + DINOv2 (the paper's, best on a GPU)": "synpo",
 }
+#: GUI label -> SynPoLib.config.Mode value (how the slices are segmented)
+MODES = {
+    "Slice by slice (the paper's)": "slices",
+    "Propagate from the previous slice": "propagate",
+    "Video (SAM2 models only)": "video",
+    "Video + SynPo points (SAM2 models only)": "hybrid",
+}
+#: modes that need SAM2's video predictor
+VIDEO_MODES = ("video", "hybrid")
 #: GUI label -> SynPoLib.mrml.query_slices mode
 SLICE_RANGES = {
     "Whole volume": "whole",
@@ -102,6 +111,9 @@ class SynPoParameterNode:
     lastSlice: Annotated[int, Minimum(0), Default(0)]
     backend: Annotated[str, Choice(list(BACKENDS)), Default("LiteMedSAM (lite, fast on a CPU)")]
     device: Annotated[str, Choice(DEVICES), Default("auto")]
+    mode: Annotated[str, Choice(list(MODES)), Default("Slice by slice (the paper's)")]
+    #: stop past the structure's end (SynPoLib.qc) instead of painting every slice
+    autoStop: Annotated[bool, Default(True)]
     useDisplayWindow: Annotated[bool, Default(True)]
     batchSize: Annotated[int, WithinRange(1, 64), Default(1)]
     #: "section.field=value" lines over the backend's preset (SynPoLib.config)
@@ -256,8 +268,11 @@ class SynPoWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         missing = [what for what, ok in (("a support volume", p.supportVolume),
                                          ("a segmentation", p.supportSegmentation),
                                          ("a segment", p.supportSegmentID)) if not ok]
-        self.ui.applyButton.enabled = not missing and not running
-        self.ui.applyButton.toolTip = ("Choose " + ", ".join(missing)) if missing else \
+        problem = ("Choose " + ", ".join(missing)) if missing else None
+        if not problem and MODES[p.mode] in VIDEO_MODES and BACKENDS[p.backend] == "lite":
+            problem = "The video modes need a SAM2 model: choose SAM2 + DINOv2, or another mode"
+        self.ui.applyButton.enabled = problem is None and not running
+        self.ui.applyButton.toolTip = problem or \
             "Segment the structure in the query volume (results stream in; Cancel restores the scene)"
 
     # -- device
@@ -607,11 +622,18 @@ class SynPoLogic(ScriptedLoadableModuleLogic):
 
         return requirement_set(backend)  # "lite" or "paper": the preset measured for it
 
-    def configFor(self, backend, overrides=""):
-        """The backend's preset with the "section.field=value" override lines applied."""
+    def configFor(self, backend, overrides="", mode=None, autoStop=None):
+        """The backend's preset with the "section.field=value" override lines applied, then the
+        mode ("slices", "propagate", "video", "hybrid") and auto-stop when given."""
+        from SynPoLib.config import Mode
         from SynPoLib.overrides import config_for
 
-        return config_for(self.presetName(backend), overrides)
+        config = config_for(self.presetName(backend), overrides)
+        if mode is not None:
+            config = config.updated(**{"propagation.mode": Mode(mode)})
+        if autoStop is not None:
+            config = config.updated(**{"quality.auto_stop": bool(autoStop)})
+        return config
 
     def configRows(self, backend, overrides=""):
         """(parameter, JSON value, differs from the preset) for the advanced table."""
@@ -645,12 +667,14 @@ class SynPoLogic(ScriptedLoadableModuleLogic):
     def segment(self, supportVolume, segmentationNode, segmentId, *, axis=None, supportSlices=None,
                 queryVolume=None, output="support", backend="lite", device="auto", sliceRange="whole",
                 margin=20, first=0, last=-1, useDisplayWindow=True, batchSize=1, overrides="", name=None,
-                color=None, wait=True):
+                color=None, mode="slices", autoStop=True, wait=True):
         """Segment from nodes. ``output``: "support" (new segment in ``segmentationNode``), "new"
         (new segmentation node) or a segmentation node. ``axis`` None: the axis on which the
         segment covers the fewest slices (one, for a single labelled slice). With ``wait`` the call
         returns when done (the GUI keeps updating) and raises if the run failed or was cancelled;
-        without, it returns the started run: poll it (``run.poll()``) from the main thread."""
+        without, it returns the started run: poll it (``run.poll()``) from the main thread.
+        ``mode``: "slices", "propagate", or (SAM2 backends) "video" / "hybrid"; ``autoStop``
+        stops past the structure's end instead of painting every slice."""
         from SynPoLib import mrml
 
         if not self.ensureDependencies(backend, ask=not slicer.app.testingEnabled()):
@@ -663,7 +687,8 @@ class SynPoLogic(ScriptedLoadableModuleLogic):
         run = mrml.run_on_nodes(
             self.backendFactory(backend, device), supportVolume, segmentationNode, segmentId, axis=axis,
             support_slices=supportSlices, query_volume=queryVolume, output_segmentation=target, name=name,
-            color=color, config=self.configFor(backend, overrides), slice_range=sliceRange, margin=margin,
+            color=color, config=self.configFor(backend, overrides, mode, autoStop), slice_range=sliceRange,
+            margin=margin,
             first=first, last=last, use_display_window=useDisplayWindow, batch_size=batchSize,
             before_first_write=self.saveStateForUndo)
         run.start()
@@ -689,7 +714,8 @@ class SynPoLogic(ScriptedLoadableModuleLogic):
             self.backendFactory(backend, p.device), support, p.supportSegmentation, p.supportSegmentID,
             axis=p.supportAxis, support_slices=None if p.useAllLabelledSlices else [p.supportSlice],
             query_volume=query, output_segmentation=target, name=p.outputName.strip() or None,
-            config=self.configFor(backend, p.configOverrides), slice_range=SLICE_RANGES[p.sliceRange],
+            config=self.configFor(backend, p.configOverrides, MODES[p.mode], p.autoStop),
+            slice_range=SLICE_RANGES[p.sliceRange],
             margin=p.sliceMargin, first=p.firstSlice, last=p.lastSlice if p.lastSlice > 0 else -1,
             use_display_window=p.useDisplayWindow, batch_size=p.batchSize, before_first_write=beforeFirstWrite)
         return run.start()
