@@ -13,6 +13,7 @@ windowed, encoded, segmented and dropped one batch at a time.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -131,7 +132,7 @@ class VolumeResult:
         raise KeyError(index)
 
 
-CancelCheck = Union[Callable[[], bool], "threading.Event", None]  # noqa: F821
+CancelCheck = Union[Callable[[], bool], threading.Event, None]
 
 
 def should_stop(cancel: CancelCheck) -> bool:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from SynPoLib.backends.litemedsam import LiteMedSAMBackend, WeightsError, bundled_checkpoint, load_litemedsam
+from SynPoLib.backends.litemedsam import WeightsError, bundled_checkpoint, load_litemedsam
 
 
 def test_bundled_weights_are_the_published_file():

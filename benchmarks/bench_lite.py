@@ -123,7 +123,7 @@ def part_memory(short: int) -> dict:
                               text=True, check=True)
         out[n] = json.loads(done.stdout.strip().splitlines()[-1])
     ratio = out[5 * short]["peak_mib"] / out[short]["peak_mib"]
-    print(f"\n[3] peak memory (RSS, fresh process each):")
+    print("\n[3] peak memory (RSS, fresh process each):")
     for n, v in out.items():
         print(f"    {v['slices']:3d} slices: peak {v['peak_mib']:.0f} MiB (after model load {v['baseline_mib']:.0f} MiB)")
     print(f"    long / short = {ratio:.3f} (target <= 1.2)")

@@ -250,6 +250,7 @@ def relative_position(index: int, extent: Tuple[int, int]) -> float:
     return 0.5 if hi == lo else (index - lo) / (hi - lo)
 
 
-__all__ = ["Case", "FSMIS", "PAIR", "PROTOCOLS", "ProtocolError", "QC", "WITHIN", "qc_case", "fsmis_case", "fsmis_chunks",
+__all__ = ["Case", "FSMIS", "PAIR", "PROTOCOLS", "ProtocolError", "QC", "WITHIN", "qc_case", "fsmis_case",
+           "fsmis_chunks",
            "fsmis_fractions", "fsmis_support_slices", "pairing_case", "relative_position", "structure_slices",
            "within_volume_case"]

@@ -442,6 +442,7 @@ def markdown_summary(results: Results, *, title: str, command: str, backend: str
     return "\n".join(out).rstrip() + "\n"
 
 
-__all__ = ["ABLATION_METHODS", "Aggregate", "BASELINES", "MAIN_METHODS", "QCRow", "QC_METHODS", "Results", "SLICE_COLUMNS",
+__all__ = ["ABLATION_METHODS", "Aggregate", "BASELINES", "MAIN_METHODS", "QCRow", "QC_METHODS", "Results",
+           "SLICE_COLUMNS",
            "VOLUME_COLUMNS", "aggregate", "collect", "headline", "losses", "markdown_summary", "read_csv",
            "qc_summary", "structure_means", "write_csv"]
