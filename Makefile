@@ -1,7 +1,7 @@
 # The set-up commands of the README (fresh machine -> result):
 #   make demo   installs SynPo (lite backend) and segments a real MRI from one slice
 #   make test   installs SynPo with every backend and the test tools, and runs the tests
-#   make scoreboard  re-computes docs/scoreboard.md on Colin27 + AAL (about 35 min on 2 busy
+#   make scoreboard  re-computes docs/scoreboard.md on Colin27 + AAL (about 45 min on 2 busy
 #               CPU cores; resumable: finished cases are kept in eval-output/scoreboard)
 # All are idempotent: a second run reuses the virtual environment.
 

@@ -28,7 +28,7 @@ def test_scoreboard_files_exist_and_headline_matches_its_data():
     names = {m.name for m in methods}
     assert {r["method"] for r in volumes} == names - {"ablation-2-dino"}
     assert len({r["structure"] for r in volumes}) >= 12
-    assert {r["protocol"] for r in volumes} == {"fsmis", "within"}
+    assert {r["protocol"] for r in volumes} == {"fsmis", "within", "qc"}
     results = Results(slices=[], volumes=volumes, methods=methods,
                       unavailable={"ablation-2-dino": "n/a with lite"})
     lines = headline(results)

@@ -15,8 +15,8 @@ from ..config import SynPoConfig
 from . import plots
 from .datasets import Subject
 from .methods import SYNPO, Method
-from .protocols import Case
-from .report import MAIN_METHODS, SLICE_COLUMNS, VOLUME_COLUMNS, Results, collect, markdown_summary, write_csv
+from .protocols import QC, Case
+from .report import MAIN_METHODS, QC_METHODS, SLICE_COLUMNS, VOLUME_COLUMNS, Results, collect, markdown_summary, write_csv
 from .runner import RunStats, VolumeCache, pending_slices, run_cases
 from .store import ResultStore
 
@@ -99,10 +99,14 @@ def write_reports(results: Results, cases: Sequence[Case], store: ResultStore, s
     figures: Dict[str, Path] = {}
     volumes = VolumeCache(subjects, max_items=2)
     for protocol in results.protocols():
+        # The QC protocol exists to compare auto-stop on and off; its queried slices past
+        # the structure score Dice 1 only when left empty, so its plots show those methods.
+        per_structure = [m for m in QC_METHODS if m in names] if protocol == QC else main
+        by_distance = [m for m in (QC_METHODS if protocol == QC else DISTANCE_METHODS) if m in names]
         figures[f"{protocol}: Dice per structure"] = plots.dice_per_structure(
-            results, protocol, main, out / f"dice_{protocol}.png")
+            results, protocol, per_structure, out / f"dice_{protocol}.png")
         figures[f"{protocol}: Dice against distance from the support slice"] = plots.dice_against_distance(
-            results, protocol, [m for m in DISTANCE_METHODS if m in names], out / f"distance_{protocol}.png")
+            results, protocol, by_distance, out / f"distance_{protocol}.png")
         for method in montage_methods:
             if method not in names or method in results.unavailable:
                 continue

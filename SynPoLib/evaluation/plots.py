@@ -21,7 +21,8 @@ from .store import ResultStore
 
 _COLOURS = {"synpo": "#1b9e77", "ablation-1-sam": "#a6cee3", "ablation-2-dino": "#1f78b4",
             "ablation-3-psm": "#b2df8a", "ablation-4-nrm": "#33a02c", "persam-points": "#e7298a",
-            "persam-box": "#d95f02", "copy": "#7f7f7f"}
+            "persam-box": "#d95f02", "copy": "#7f7f7f", "propagate": "#7570b3",
+            "synpo+auto-stop": "#66a61e", "propagate+auto-stop": "#a6761d"}
 
 
 def _pyplot():
