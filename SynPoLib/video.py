@@ -56,7 +56,7 @@ from .segmenter import SupportContext, SynPoSegmenter
 from .synergy import SAM, QuerySynergy
 from .qc import ChainState, relative_confidence
 from .volume import (CancelCheck, Cancelled, ProgressEvent, SliceRecord, Support, VolumeResult, should_stop,
-                     assign_supports, resolve_slices)
+                     assign_supports, check_query, resolve_slices)
 
 
 @dataclass(frozen=True)
@@ -566,19 +566,13 @@ def segment_volume_video(backend: Union[Backend, str], query: np.ndarray, suppor
     backend = _sam2_backend(backend)
     if config is None:
         config = preset(backend.preset)
-    if np.ndim(query) != 3:
-        raise ValueError(f"query volume must be 3-D, got shape {np.shape(query)}")
+    same, query_spacing = check_query(query, support, same_volume, query_spacing)
     if not isinstance(video, VideoConfig):
         raise TypeError(f"video must be a VideoConfig, got {type(video).__name__}")
     if batch_size is not None:
         video = dataclasses.replace(video, batch_size=int(batch_size))
     augment = _augment_config(augment)
     axis = support.axis
-    same = (query is support.volume) if same_volume is None else bool(same_volume)
-    if same and np.shape(query) != np.shape(support.volume):
-        raise ValueError("same_volume was given but query and support shapes differ")
-    if query_spacing is None and same:
-        query_spacing = support.spacing
     wanted = resolve_slices(slices, query.shape[axis])
     q_window = query_window or (support.window if same and support.window else None) \
         or window_bounds(query, config.window)

@@ -181,6 +181,22 @@ def resolve_slices(slices: Optional[Union[Sequence[int], range, Tuple[int, int]]
     return out
 
 
+def check_query(query: np.ndarray, support: Support, same_volume: Optional[bool],
+                query_spacing: Optional[Sequence[float]]) -> Tuple[bool, Optional[Sequence[float]]]:
+    """Validate a query against its support; return (same volume?, query spacing).
+
+    Shared by every mode so that they refuse the same inputs with the same words.
+    """
+    if np.ndim(query) != 3:
+        raise ValueError(f"query volume must be 3-D, got shape {np.shape(query)}")
+    same = (query is support.volume) if same_volume is None else bool(same_volume)
+    if same and np.shape(query) != np.shape(support.volume):
+        raise ValueError("same_volume was given but query and support shapes differ")
+    if query_spacing is None and same:
+        query_spacing = support.spacing
+    return same, query_spacing
+
+
 def segment_volume(backend: Backend, query: np.ndarray, support: Support, *,
                    config: Optional[SynPoConfig] = None,
                    slices: Optional[Union[Sequence[int], range, Tuple[int, int]]] = None,
@@ -211,16 +227,10 @@ def segment_volume(backend: Backend, query: np.ndarray, support: Support, *,
                                     query_spacing=query_spacing, query_window=query_window,
                                     same_volume=same_volume, hybrid=config.propagation.mode == Mode.HYBRID,
                                     batch_size=batch_size, progress=progress, cancel=cancel)
-    if np.ndim(query) != 3:
-        raise ValueError(f"query volume must be 3-D, got shape {np.shape(query)}")
+    same, query_spacing = check_query(query, support, same_volume, query_spacing)
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     axis = support.axis
-    same = (query is support.volume) if same_volume is None else bool(same_volume)
-    if same and np.shape(query) != np.shape(support.volume):
-        raise ValueError("same_volume was given but query and support shapes differ")
-    if query_spacing is None and same:
-        query_spacing = support.spacing
     n_query = query.shape[axis]
     wanted = resolve_slices(slices, n_query)
     copied = [s for s in wanted if same and s in support.slices]
