@@ -92,11 +92,11 @@ def save_montage(path: os.PathLike, volume: np.ndarray, mask: np.ndarray, axis: 
     ``aspect`` is row spacing / column spacing of the native slice, so anisotropic
     pixels look right; ``orientation`` turns slices for display (:func:`display_orientation`).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
+
+    from .figures import pyplot, save_figure
+
+    plt = pyplot()
 
     indices = list(indices)
     if not indices:
@@ -151,10 +151,8 @@ def save_montage(path: os.PathLike, volume: np.ndarray, mask: np.ndarray, axis: 
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path = str(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    save_figure(fig, path, dpi=110)
+    return str(path)
 
 
 def _crop_box(mask: np.ndarray, reference: Optional[np.ndarray], axis: int, indices: Sequence[int],

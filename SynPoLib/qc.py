@@ -133,11 +133,9 @@ def keep_support_component(mask: np.ndarray, seeds: Optional[np.ndarray] = None)
 def save_confidence_plot(path: os.PathLike, records: Sequence, cfg: QualityConfig = QualityConfig(),
                          title: Optional[str] = None) -> str:
     """PNG of confidence per slice, with the stop threshold, support and flagged slices."""
-    import matplotlib
+    from .figures import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     recs = sorted(records, key=lambda r: r.index)
     flags = review_flags(recs, cfg)
     fig, ax = plt.subplots(figsize=(8, 3.2))
@@ -164,7 +162,5 @@ def save_confidence_plot(path: os.PathLike, records: Sequence, cfg: QualityConfi
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    path = str(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    save_figure(fig, path, dpi=110)
+    return str(path)

@@ -11,6 +11,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..figures import pyplot, save_figure
 from ..io import Volume, atomic_path
 from ..overlay import display_orientation, save_montage
 from ..preprocess import apply_window, in_plane_spacing, take_slice, window_bounds
@@ -25,26 +26,15 @@ _COLOURS = {"synpo": "#1b9e77", "ablation-1-sam": "#a6cee3", "ablation-2-dino": 
             "synpo+auto-stop": "#66a61e", "propagate+auto-stop": "#a6761d"}
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _save(fig, path: os.PathLike) -> Path:
-    plt = _pyplot()
     with atomic_path(path) as tmp:
-        fig.savefig(str(tmp), dpi=100, format="png")
-    plt.close(fig)
+        save_figure(fig, tmp, dpi=100, format="png")
     return Path(path)
 
 
 def dice_per_structure(results: Results, protocol: str, methods: Sequence[str], path: os.PathLike) -> Path:
     """Grouped bars: pooled Dice per structure, one bar per method."""
-    plt = _pyplot()
+    plt = pyplot()
     structures = results.structures(protocol)
     methods = [m for m in methods if m not in results.unavailable and structure_means(results, protocol, m)]
     fig, ax = plt.subplots(figsize=(max(8.0, 0.75 * len(structures) + 3), 4.2))
@@ -71,7 +61,7 @@ def dice_against_distance(results: Results, protocol: str, methods: Sequence[str
     Within one volume the distance is |offset| in mm; across volumes it is the offset in
     relative position along the structure (0 = level with the support, 1 = its length).
     """
-    plt = _pyplot()
+    plt = pyplot()
     rows = [r for r in results.slices if r["protocol"] == protocol]
     same = all(r["offset_mm"] is not None for r in rows)
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -109,7 +99,7 @@ def alpha_sweep(results: Results, methods: Sequence[Method], path: os.PathLike) 
     sweep = [m for m in methods if m.name.startswith("alpha=")]
     if not sweep:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for protocol in results.protocols():
         xs, ys = [], []
