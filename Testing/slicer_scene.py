@@ -46,6 +46,16 @@ def to_vtk(m: np.ndarray) -> vtk.vtkMatrix4x4:
     return out
 
 
+def add_linear_transform(scene, to_parent: np.ndarray, *children):
+    """A linear transform node with this 4x4 matrix, observed by ``children``."""
+    node = slicer.vtkMRMLLinearTransformNode()
+    scene.AddNode(node)
+    node.SetMatrixTransformToParent(to_vtk(to_parent))
+    for child in children:
+        child.SetAndObserveTransformNodeID(node.GetID())
+    return node
+
+
 def to_numpy(m) -> np.ndarray:
     return np.array([[m.GetElement(r, c) for c in range(4)] for r in range(4)])
 

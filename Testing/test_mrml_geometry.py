@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import slicer
-from slicer_scene import (CORONAL, FLIPPED_K, LPS, RAS, SAGITTAL, add_segmentation, add_volume, ellipsoid,
-                          geometry, new_scene, node_to_world, phantom, rotation, segment_voxels,
+from slicer_scene import (CORONAL, FLIPPED_K, LPS, RAS, SAGITTAL, add_linear_transform, add_segmentation,
+                          add_volume, ellipsoid, geometry, new_scene, node_to_world, phantom, rotation, segment_voxels,
                           segment_world_points, snapshot, sorted_points, to_vtk, voxel_world)
 
 from SynPoLib import mrml
@@ -78,12 +78,9 @@ def test_support_from_a_segmentation_on_another_grid_and_under_its_own_transform
     fine[:3, 3] += (4.0, 0.0, 0.0)
     fine_mask = np.repeat(truth, 3, axis=2)
     seg, (sid,) = add_segmentation(scene, node, [("target", fine_mask, (1, 0, 0))], matrix=fine)
-    shift = slicer.vtkMRMLLinearTransformNode()
-    scene.AddNode(shift)
     t = np.eye(4)
     t[0, 3] = -4.0
-    shift.SetMatrixTransformToParent(to_vtk(t))
-    seg.SetAndObserveTransformNodeID(shift.GetID())
+    add_linear_transform(scene, t, seg)
     before = snapshot(scene)
     np.testing.assert_array_equal(mrml.segment_array(seg, sid, node), truth)
     assert snapshot(scene) == before
@@ -92,13 +89,10 @@ def test_support_from_a_segmentation_on_another_grid_and_under_its_own_transform
 def test_linear_parent_transform_is_part_of_the_geometry_and_never_hardened():
     scene = new_scene()
     node, m, image, truth = volume_case(scene, "ras-anisotropic")
-    transform = slicer.vtkMRMLLinearTransformNode()
-    scene.AddNode(transform)
     t = np.eye(4)
     t[:3, :3] = rotation((0, 0, 1), 25.0)
     t[:3, 3] = (3.0, -2.0, 7.0)
-    transform.SetMatrixTransformToParent(to_vtk(t))
-    node.SetAndObserveTransformNodeID(transform.GetID())
+    add_linear_transform(scene, t, node)
     before = snapshot(scene)
     np.testing.assert_allclose(mrml.ijk_to_world(node), t @ m, atol=1e-9)
     np.testing.assert_allclose(mrml.spacing_kji(mrml.ijk_to_world(node)), CASES["ras-anisotropic"][1][::-1])
@@ -346,13 +340,10 @@ def test_streamed_slices_land_on_their_slices_and_notify_the_display():
 def test_writer_under_transforms_keeps_world_positions():
     scene = new_scene()
     node, m, image, truth = volume_case(scene, "ras-anisotropic")
-    t_vol = slicer.vtkMRMLLinearTransformNode()
-    scene.AddNode(t_vol)
     tv = np.eye(4)
     tv[:3, :3] = rotation((0, 1, 0), 20.0)
     tv[:3, 3] = (5.0, 1.0, -3.0)
-    t_vol.SetMatrixTransformToParent(to_vtk(tv))
-    node.SetAndObserveTransformNodeID(t_vol.GetID())
+    t_vol = add_linear_transform(scene, tv, node)
     # a new node follows the volume's transform
     writer = SegmentWriter(node, None, name="r")
     sid = writer.begin()
@@ -363,12 +354,9 @@ def test_writer_under_transforms_keeps_world_positions():
                                atol=1e-6)
     # an existing segmentation under another transform gets the same world positions
     other, _ = add_segmentation(scene, node, [("x", np.zeros_like(truth), (1, 1, 0))])
-    t_seg = slicer.vtkMRMLLinearTransformNode()
-    scene.AddNode(t_seg)
     ts = np.eye(4)
     ts[:3, 3] = (-30.0, 4.0, 2.0)
-    t_seg.SetMatrixTransformToParent(to_vtk(ts))
-    other.SetAndObserveTransformNodeID(t_seg.GetID())
+    add_linear_transform(scene, ts, other)
     writer2 = SegmentWriter(node, other, name="r2")
     sid2 = writer2.begin()
     writer2.write_volume(truth)

@@ -53,6 +53,19 @@ def world_centroid(seg, sid):
     return segment_world_points(seg, sid).mean(axis=0)
 
 
+def labelled_phantom():
+    """A windowed phantom volume whose organ is labelled on its centre slice along axis 0.
+
+    Returns (scene, volume, segmentation, segment id, labelled slice index).
+    """
+    scene = new_scene()
+    image, truth = phantom(LPS_M, SHAPE, CENTRE, RADII)
+    volume = add_volume(scene, image, LPS_M, window=(50.0, 900.0))
+    s = centre_slice(LPS_M, 0)
+    seg, (sid,) = add_segmentation(scene, volume, [("organ", one_slice(truth, 0, s), (1, 0, 0))])
+    return scene, volume, seg, sid, s
+
+
 def test_logic_path_streams_into_the_support_segmentation_and_commits(lite_backend):
     scene = new_scene()
     image, truth = phantom(LPS_M, SHAPE, CENTRE, RADII)
@@ -170,11 +183,7 @@ def test_query_volume_in_another_orientation_gets_the_structure_where_it_is(lite
 
 
 def test_cancel_rolls_back_streamed_slices_and_runs_are_never_reentered(lite_backend):
-    scene = new_scene()
-    image, truth = phantom(LPS_M, SHAPE, CENTRE, RADII)
-    volume = add_volume(scene, image, LPS_M, window=(50.0, 900.0))
-    s = centre_slice(LPS_M, 0)
-    seg, (sid,) = add_segmentation(scene, volume, [("organ", one_slice(truth, 0, s), (1, 0, 0))])
+    scene, volume, seg, sid, _ = labelled_phantom()
     before = snapshot(scene)
     run = run_on_nodes(lite_backend, volume, seg, sid, axis=0, output_segmentation=seg)
     run.start()
@@ -194,12 +203,8 @@ def test_cancel_rolls_back_streamed_slices_and_runs_are_never_reentered(lite_bac
 
 
 def test_failed_run_rolls_back_and_reports_the_error(lite_backend):
-    scene = new_scene()
-    image, truth = phantom(LPS_M, SHAPE, CENTRE, RADII)
-    volume = add_volume(scene, image, LPS_M, window=(50.0, 900.0))
+    scene, volume, seg, sid, _ = labelled_phantom()
     flat = add_volume(scene, np.full(SHAPE, 7.0, np.float32), LPS_M, name="flat")  # no display window
-    s = centre_slice(LPS_M, 0)
-    seg, (sid,) = add_segmentation(scene, volume, [("organ", one_slice(truth, 0, s), (1, 0, 0))])
     before = snapshot(scene)
     run = run_on_nodes(lite_backend, volume, seg, sid, axis=0, query_volume=flat, output_segmentation=seg)
     status = run.start().wait(timeout=120)
@@ -209,11 +214,7 @@ def test_failed_run_rolls_back_and_reports_the_error(lite_backend):
 
 
 def test_result_segment_deleted_mid_run_stops_cleanly(lite_backend):
-    scene = new_scene()
-    image, truth = phantom(LPS_M, SHAPE, CENTRE, RADII)
-    volume = add_volume(scene, image, LPS_M, window=(50.0, 900.0))
-    s = centre_slice(LPS_M, 0)
-    seg, (sid,) = add_segmentation(scene, volume, [("organ", one_slice(truth, 0, s), (1, 0, 0))])
+    scene, volume, seg, sid, _ = labelled_phantom()
     before = snapshot(scene)
     run = run_on_nodes(lite_backend, volume, seg, sid, axis=0, output_segmentation=seg, slice_range="around",
                        margin=2)
@@ -275,11 +276,7 @@ def test_self_test_recipe_on_a_real_head_mri(lite_backend):
 
 
 def test_slices_that_arrive_together_are_shown_with_one_display_update(lite_backend):
-    scene = new_scene()
-    image, truth = phantom(LPS_M, SHAPE, CENTRE, RADII)
-    volume = add_volume(scene, image, LPS_M, window=(50.0, 900.0))
-    s = centre_slice(LPS_M, 0)
-    seg, (sid,) = add_segmentation(scene, volume, [("organ", one_slice(truth, 0, s), (1, 0, 0))])
+    scene, volume, seg, sid, s = labelled_phantom()
     events = []
     seg.GetSegmentation().AddObserver(slicer.vtkSegmentation.SourceRepresentationModified,
                                       lambda caller, event: events.append(event))
