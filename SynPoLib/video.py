@@ -220,6 +220,32 @@ def memory_reach(predictor) -> int:
     return reach
 
 
+def tracking_state_bytes(state: dict) -> int:
+    """Bytes of the tensors SAM 2 holds in an inference state, its frames excluded.
+
+    Distinct storages only, so views and shared tensors count once: the figure that
+    shows whether tracking memory stays bounded (``memory_reach``) on a long volume.
+    """
+    import torch
+
+    seen = set()
+
+    def count(obj) -> int:
+        if isinstance(obj, torch.Tensor):
+            key = (obj.untyped_storage().data_ptr(), obj.device)
+            if key in seen:
+                return 0
+            seen.add(key)
+            return obj.untyped_storage().nbytes()
+        if isinstance(obj, dict):
+            return sum(count(v) for v in obj.values())
+        if isinstance(obj, (list, tuple)):
+            return sum(count(v) for v in obj)
+        return 0
+
+    return count({k: v for k, v in state.items() if k != "images"})
+
+
 def _sam2_backend(backend: Union[Backend, str]) -> Backend:
     if isinstance(backend, str):
         from .backends import create_backend
@@ -583,4 +609,4 @@ def segment_volume_video(backend: Union[Backend, str], query: np.ndarray, suppor
 
 
 __all__ = ["AugmentConfig", "Frame", "Pass", "VideoConfig", "VideoLayout", "VideoSliceRecord", "memory_reach",
-           "plan_video", "segment_volume_video"]
+           "plan_video", "segment_volume_video", "tracking_state_bytes"]

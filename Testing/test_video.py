@@ -29,7 +29,8 @@ from SynPoLib.points import select_points
 from SynPoLib.preprocess import apply_window, in_plane_spacing, slice_geometry, take_slice, window_bounds
 from SynPoLib.segmenter import SynPoSegmenter
 from SynPoLib.synergy import SAM
-from SynPoLib.video import (VideoConfig, VideoSliceRecord, memory_reach, plan_video, segment_volume_video)
+from SynPoLib.video import (VideoConfig, VideoSliceRecord, memory_reach, plan_video, segment_volume_video,
+                           tracking_state_bytes)
 from SynPoLib.volume import Cancelled, SliceRecord, VolumeResult
 
 TINY = dict(sam2_size="tiny", random_weights=True, device="cpu")
@@ -54,22 +55,6 @@ def sam2_128():
 @pytest.fixture(scope="module")
 def sam2_256():
     return create_backend("sam2", sam2_image_size=256, **TINY)
-
-
-def tensor_bytes(obj, seen=None) -> int:
-    """Bytes of the distinct tensor storages reachable in an inference state."""
-    seen = set() if seen is None else seen
-    if isinstance(obj, torch.Tensor):
-        key = (obj.untyped_storage().data_ptr(), obj.device)
-        if key in seen:
-            return 0
-        seen.add(key)
-        return obj.untyped_storage().nbytes()
-    if isinstance(obj, dict):
-        return sum(tensor_bytes(v, seen) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return sum(tensor_bytes(v, seen) for v in obj)
-    return 0
 
 
 class Spy:
@@ -142,7 +127,7 @@ class Spy:
                     record["visited"].append(frame_idx)
                     record["logits"][frame_idx] = masks[0, 0].float().cpu().numpy()
                     self.retained.append(len(state["output_dict_per_obj"][0]["non_cond_frame_outputs"]))
-                    self.state_bytes.append(tensor_bytes({k: v for k, v in state.items() if k != "images"}))
+                    self.state_bytes.append(tracking_state_bytes(state))
                     yield frame_idx, obj_ids, masks
             finally:
                 inner.close()

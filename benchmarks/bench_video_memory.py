@@ -51,29 +51,15 @@ def _rss_mib() -> float:
     return float("nan")
 
 
-def _tensor_bytes(obj, seen) -> int:
-    import torch
-
-    if isinstance(obj, torch.Tensor):
-        key = obj.untyped_storage().data_ptr()
-        if key in seen:
-            return 0
-        seen.add(key)
-        return obj.untyped_storage().nbytes()
-    if isinstance(obj, dict):
-        return sum(_tensor_bytes(v, seen) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return sum(_tensor_bytes(v, seen) for v in obj)
-    return 0
-
-
 def _watch_state(predictor, sizes: list) -> None:
     """Record the tensor bytes of sam2's inference state at every tracked frame."""
+    from SynPoLib.video import tracking_state_bytes
+
     original = predictor.propagate_in_video
 
     def propagate(state, *args, **kwargs):
         for item in original(state, *args, **kwargs):
-            sizes.append(_tensor_bytes({k: v for k, v in state.items() if k != "images"}, set()))
+            sizes.append(tracking_state_bytes(state))
             yield item
 
     predictor.propagate_in_video = propagate
