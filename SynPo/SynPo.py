@@ -1,7 +1,7 @@
 """SynPo: segment a structure in every slice from one labelled slice (3D Slicer module).
 
 The module is a thin face over SynPoLib: the widget edits a parameter node, the Logic
-turns nodes into a run (SynPoLib.mrml), and a QTimer applies the worker thread's slices
+turns nodes into a run (SynPoLib.scene), and a QTimer applies the worker thread's slices
 to the scene. Nothing heavy is imported when Slicer loads this file: torch, the models
 and their Python packages are checked and installed when the user first presses Apply.
 """
@@ -38,11 +38,10 @@ def _makeSynPoLibImportable():
 
 _makeSynPoLibImportable()
 
+from SynPoLib.backends import LABELS as BACKEND_LABELS  # noqa: E402  (numpy only: nothing heavy at load)
+
 #: GUI label -> backend registry name
-BACKENDS = {
-    "LiteMedSAM (lite, fast on a CPU)": "lite",
-    "SAM2 + DINOv2 (the paper's, best on a GPU)": "synpo",
-}
+BACKENDS = {label: name for name, label in BACKEND_LABELS.items()}
 #: GUI label -> SynPoLib.config.Mode value (how the slices are segmented)
 MODES = {
     "Slice by slice (the paper's)": "slices",
@@ -52,7 +51,7 @@ MODES = {
 }
 #: modes that need SAM2's video predictor
 VIDEO_MODES = ("video", "hybrid")
-#: GUI label -> SynPoLib.mrml.query_slices mode
+#: GUI label -> SynPoLib.scene.query_slices mode
 SLICE_RANGES = {
     "Whole volume": "whole",
     "Around the support slice": "around",
@@ -109,10 +108,10 @@ class SynPoParameterNode:
     sliceMargin: Annotated[int, Minimum(0), Default(20)]
     firstSlice: Annotated[int, Minimum(0), Default(0)]
     lastSlice: Annotated[int, Minimum(0), Default(0)]
-    backend: Annotated[str, Choice(list(BACKENDS)), Default("LiteMedSAM (lite, fast on a CPU)")]
+    backend: Annotated[str, Choice(list(BACKENDS)), Default(BACKEND_LABELS["lite"])]
     device: Annotated[str, Choice(DEVICES), Default("auto")]
     mode: Annotated[str, Choice(list(MODES)), Default("Slice by slice (the paper's)")]
-    #: stop past the structure's end (SynPoLib.qc) instead of painting every slice
+    #: stop past the structure's end (SynPoLib.volume.qc) instead of painting every slice
     autoStop: Annotated[bool, Default(True)]
     useDisplayWindow: Annotated[bool, Default(True)]
     batchSize: Annotated[int, WithinRange(1, 64), Default(1)]
@@ -421,7 +420,7 @@ class SynPoWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._fillScores(status.records)
 
     def _fillScores(self, records):
-        from SynPoLib.qc import review_flags
+        from SynPoLib.volume.qc import review_flags
 
         table = self.ui.scoresTableWidget
         if table.rowCount == len(records):
@@ -483,12 +482,12 @@ class SynPoLogic(ScriptedLoadableModuleLogic):
     # -- dependencies and weights (first use only)
     def ensureDependencies(self, backend, ask=True):
         """Install what ``backend`` needs; False if the user declined. Never called at load."""
-        from SynPoLib import dependencies
+        from SynPoLib.backends import requirements
 
-        torch, packages = dependencies.missing_packages(backend)
+        torch, packages = requirements.missing_packages(backend)
         if torch is None and not packages:
             return True
-        plan = dependencies.install_plan_text(backend)
+        plan = requirements.install_plan_text(backend)
         if ask and not slicer.util.confirmOkCancelDisplay(
                 "SynPo needs these Python packages, which will be downloaded and installed now "
                 f"(this takes a few minutes, once):\n\n{plan}", windowTitle="SynPo: first-use installation"):
@@ -497,7 +496,7 @@ class SynPoLogic(ScriptedLoadableModuleLogic):
             self._installTorch(torch.spec)
         if packages:
             self._pipInstall([r.spec for r in packages])
-        torch, packages = dependencies.missing_packages(backend)
+        torch, packages = requirements.missing_packages(backend)
         if torch is not None or packages:
             still = [r.spec for r in ([torch] if torch else []) + packages]
             raise RuntimeError("installation finished but these requirements are still not met: "
@@ -538,9 +537,9 @@ class SynPoLogic(ScriptedLoadableModuleLogic):
 
     def ensureWeights(self, backend):
         """Download missing model weights with a cancellable progress dialog; False if cancelled."""
-        from SynPoLib import dependencies
+        from SynPoLib.backends import requirements
 
-        for name in dependencies.missing_weights(backend):
+        for name in requirements.missing_weights(backend):
             if not self._downloadWithProgress(name):
                 return False
         return True
@@ -549,7 +548,7 @@ class SynPoLogic(ScriptedLoadableModuleLogic):
     def _downloadWithProgress(name):
         import threading
 
-        from SynPoLib import dependencies
+        from SynPoLib.backends import requirements
 
         dialog = slicer.util.createProgressDialog(labelText=f"Downloading {name}", maximum=100, value=0)
         dialog.setCancelButtonText("Cancel")
@@ -561,7 +560,7 @@ class SynPoLogic(ScriptedLoadableModuleLogic):
 
         def work():
             try:
-                dependencies.download_weights(name, progress=progress, cancel=cancelled.is_set)
+                requirements.download_weights(name, progress=progress, cancel=cancelled.is_set)
             except BaseException as exc:  # shown on the main thread
                 state["error"] = exc
             finally:
@@ -605,20 +604,14 @@ class SynPoLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def resolveDevice(choice="auto"):
-        import torch
+        """The torch device name for the GUI's choice ("auto": CUDA > MPS > CPU)."""
+        from SynPoLib.backends.device import resolve_device
 
-        if choice == "auto":
-            if torch.cuda.is_available():
-                return "cuda"
-            mps = getattr(torch.backends, "mps", None)
-            return "mps" if mps is not None and mps.is_available() else "cpu"
-        if choice == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("no CUDA GPU is available to PyTorch: choose 'auto' or 'cpu'")
-        return choice
+        return str(resolve_device(choice))
 
     @staticmethod
     def presetName(backend):
-        from SynPoLib.dependencies import requirement_set
+        from SynPoLib.backends.requirements import requirement_set
 
         return requirement_set(backend)  # "lite" or "paper": the preset measured for it
 
@@ -626,7 +619,7 @@ class SynPoLogic(ScriptedLoadableModuleLogic):
         """The backend's preset with the "section.field=value" override lines applied, then the
         mode ("slices", "propagate", "video", "hybrid") and auto-stop when given."""
         from SynPoLib.config import Mode
-        from SynPoLib.overrides import config_for
+        from SynPoLib.presets import config_for
 
         config = config_for(self.presetName(backend), overrides)
         if mode is not None:
@@ -637,30 +630,30 @@ class SynPoLogic(ScriptedLoadableModuleLogic):
 
     def configRows(self, backend, overrides=""):
         """(parameter, JSON value, differs from the preset) for the advanced table."""
-        from SynPoLib.overrides import config_rows
+        from SynPoLib.presets import config_rows
 
         return config_rows(self.presetName(backend), overrides)
 
     def overridesFromTable(self, backend, edits):
         """Override lines for the table's values that differ from the preset (checked)."""
-        from SynPoLib.overrides import overrides_from_values
+        from SynPoLib.presets import overrides_from_values
 
         return overrides_from_values(self.presetName(backend), edits)
 
     # -- geometry helpers for the widget
     @staticmethod
     def currentSlice(sliceNode, volumeNode, viewName="the view"):
-        from SynPoLib import mrml
+        from SynPoLib import scene
 
-        return mrml.slice_from_view(sliceNode.GetSliceToRAS(), volumeNode, viewName)
+        return scene.slice_from_view(sliceNode.GetSliceToRAS(), volumeNode, viewName)
 
     @staticmethod
     def axisDirection(volumeNode, axis):
-        from SynPoLib import mrml
+        from SynPoLib import scene
 
         try:
-            return mrml.axis_direction_name(mrml.ijk_to_world(volumeNode), axis)
-        except mrml.MRMLInputError as exc:
+            return scene.axis_direction_name(scene.ijk_to_world(volumeNode), axis)
+        except scene.MRMLInputError as exc:
             return str(exc)
 
     # -- runs
@@ -675,16 +668,16 @@ class SynPoLogic(ScriptedLoadableModuleLogic):
         without, it returns the started run: poll it (``run.poll()``) from the main thread.
         ``mode``: "slices", "propagate", or (SAM2 backends) "video" / "hybrid"; ``autoStop``
         stops past the structure's end instead of painting every slice."""
-        from SynPoLib import mrml
+        from SynPoLib import scene
 
         if not self.ensureDependencies(backend, ask=not slicer.app.testingEnabled()):
             raise RuntimeError("SynPo needs its Python packages installed to run")
         if not self.ensureWeights(backend):
             raise RuntimeError("SynPo needs the model weights to run")
         if axis is None:
-            axis = mrml.guess_axis(mrml.segment_array(segmentationNode, segmentId, supportVolume))
+            axis = scene.guess_axis(scene.segment_array(segmentationNode, segmentId, supportVolume))
         target = segmentationNode if output == "support" else (None if output == "new" else output)
-        run = mrml.run_on_nodes(
+        run = scene.run_on_nodes(
             self.backendFactory(backend, device), supportVolume, segmentationNode, segmentId, axis=axis,
             support_slices=supportSlices, query_volume=queryVolume, output_segmentation=target, name=name,
             color=color, config=self.configFor(backend, overrides, mode, autoStop), slice_range=sliceRange,
@@ -704,13 +697,13 @@ class SynPoLogic(ScriptedLoadableModuleLogic):
 
     def startFromParameterNode(self, p, beforeFirstWrite=None):
         """Start a run from the module's parameter node (the widget's Apply)."""
-        from SynPoLib import mrml
+        from SynPoLib import scene
 
         backend = BACKENDS[p.backend]
         support = p.supportVolume
         query = p.queryVolume if p.queryVolume is not None else None
         target = p.supportSegmentation if p.outputMode == OUTPUT_INTO_SUPPORT else None
-        run = mrml.run_on_nodes(
+        run = scene.run_on_nodes(
             self.backendFactory(backend, p.device), support, p.supportSegmentation, p.supportSegmentID,
             axis=p.supportAxis, support_slices=None if p.useAllLabelledSlices else [p.supportSlice],
             query_volume=query, output_segmentation=target, name=p.outputName.strip() or None,
@@ -750,10 +743,10 @@ class SynPoLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def jumpToSlice(run, index):
-        from SynPoLib import mrml
+        from SynPoLib import scene
 
         axis, native = run.native_slice(index)
-        ras = mrml.slice_center_ras(run.writer.reference, axis, native)
+        ras = scene.slice_center_ras(run.writer.reference, axis, native)
         slicer.modules.markups.logic().JumpSlicesToLocation(float(ras[0]), float(ras[1]), float(ras[2]), False)
 
     @staticmethod
@@ -770,7 +763,7 @@ class SynPoTest(ScriptedLoadableModuleTest):
     """On SampleData MRHead. The test puts an ellipsoidal lesion (defined in RAS mm) into a copy
     of the volume, labels it on its central slice, runs SynPo (lite backend) on the slices around
     it through the Logic, and checks the result's geometry (the query volume's grid, the lesion's
-    RAS place) and a Dice floor (SynPoLib.selftest; the same recipe runs in pytest on Colin27)."""
+    RAS place) and a Dice floor (SynPoLib.scene.selftest; the same recipe runs in pytest on Colin27)."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -784,10 +777,11 @@ class SynPoTest(ScriptedLoadableModuleTest):
     def _scene(self):
         import SampleData
 
-        from SynPoLib import mrml, selftest
+        from SynPoLib import scene
+        from SynPoLib.scene import selftest
 
         original = SampleData.SampleDataLogic().downloadSample("MRHead")
-        case = selftest.lesion_case(mrml.volume_array(original), mrml.ijk_to_world(original), axis=0)
+        case = selftest.lesion_case(scene.volume_array(original), scene.ijk_to_world(original), axis=0)
         volume = slicer.modules.volumes.logic().CloneVolume(slicer.mrmlScene, original, "MRHead with test lesion")
         slicer.util.updateVolumeFromArray(volume, case.image)
         segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "support")
@@ -800,7 +794,8 @@ class SynPoTest(ScriptedLoadableModuleTest):
     def test_SynPoLogicOnSampleData(self):
         import numpy as np
 
-        from SynPoLib import mrml, selftest
+        from SynPoLib import metrics, scene
+        from SynPoLib.scene import selftest
 
         self.delayDisplay("SynPo on MRHead (lite backend)")
         original, volume, segmentation, segmentId, case = self._scene()
@@ -820,17 +815,17 @@ class SynPoTest(ScriptedLoadableModuleTest):
         for r in range(4):
             for c in range(4):
                 self.assertAlmostEqual(segmentToWorld.GetElement(r, c), volumeToWorld.GetElement(r, c), places=6)
-        got = mrml.segment_array(result, run.writer.segment_id, volume)
-        dice = selftest.dice(got[case.scored], case.truth[case.scored])
+        got = scene.segment_array(result, run.writer.segment_id, volume)
+        dice = metrics.dice(got[case.scored], case.truth[case.scored])
         self.delayDisplay(f"Dice {dice:.3f} on {len(case.scored)} slices")
         self.assertGreaterEqual(dice, selftest.DICE_FLOOR)
         near = list(range(case.slice - selftest.MARGIN, case.slice + selftest.MARGIN + 1))
         self.assertFalse(np.delete(got, near, axis=0).any())
         self.assertEqual(len(run.records), len(near))
         # the result sits where the lesion was put, in RAS millimetres
-        ijk = mrml.ijk_to_world(volume)
-        found = mrml.voxel_centers_ras(ijk, np.argwhere(got > 0)).mean(axis=0)
-        expected = mrml.voxel_centers_ras(ijk, np.argwhere(case.truth[near] > 0) + [near[0], 0, 0]).mean(axis=0)
+        ijk = scene.ijk_to_world(volume)
+        found = scene.voxel_centers_ras(ijk, np.argwhere(got > 0)).mean(axis=0)
+        expected = scene.voxel_centers_ras(ijk, np.argwhere(case.truth[near] > 0) + [near[0], 0, 0]).mean(axis=0)
         self.assertLess(float(np.linalg.norm(found - expected)), 2.0)
         # the input volumes are untouched
         self.assertTrue(np.array_equal(slicer.util.arrayFromVolume(original), originalVoxels))

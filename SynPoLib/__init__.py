@@ -6,9 +6,22 @@ Three lines from arrays to a mask::
     support = Support(volume=vol, mask=labels == 77, slices=[80], axis=0)
     result = segment_volume(create_backend("lite"), vol, support)   # result.mask: uint8, vol's shape
 
-The names below are imported on first use (PEP 562), so ``import SynPoLib.mrml`` or
-``SynPoLib.dependencies`` does not pull in torch, scipy or scikit-learn: the 3D Slicer
-module checks and installs those on first use, after it has loaded.
+The names below are imported on first use (PEP 562), so ``import SynPoLib.scene`` or
+``SynPoLib.backends.requirements`` does not pull in torch, scipy or scikit-learn: the 3D
+Slicer module checks and installs those on first use, after it has loaded.
+
+The packages, each importing only from the ones before it:
+
+- ``errors``, ``config``, ``presets``: the error family, the typed configuration, the
+  measured presets and how edits apply to them;
+- ``io``, ``metrics``, ``figures``, ``resize``, ``preprocess``, ``overlay``: leaves
+  (files, scores, pictures, slices and intensity windows);
+- ``backends``: the models behind one seam, their weights, devices and requirements;
+- ``method``: the paper on one slice (CMSM, PSM, NRM, prompts, the segmenter);
+- ``volume``: every slice of a volume, in one of several modes, into one result sink;
+- ``scene``: the 3D Slicer adapter (MRML nodes in, a segment out);
+- ``evaluation``: protocols, baselines, the scoreboard;
+- ``cli``: the ``synpo`` command (nothing imports it).
 """
 
 from importlib import import_module
@@ -24,10 +37,11 @@ _EXPORTS = {
     "QualityConfig": "config", "RefineConfig": "config", "SynergyConfig": "config",
     "SynPoConfig": "config", "WindowConfig": "config",
     "PRESETS": "presets", "preset": "presets",
-    "SliceResult": "segmenter", "SynPoSegmenter": "segmenter",
-    "Cancelled": "volume", "ProgressEvent": "volume", "SliceRecord": "volume", "Support": "volume",
+    "SliceResult": "method.segmenter", "SynPoSegmenter": "method.segmenter",
+    "Cancelled": "errors", "InputError": "errors", "SynPoError": "errors",
+    "ProgressEvent": "volume", "SliceRecord": "volume", "Support": "volume",
     "VolumeResult": "volume", "assign_supports": "volume", "segment_volume": "volume",
-    "AugmentConfig": "augment", "VideoConfig": "video", "segment_volume_video": "video",
+    "AugmentConfig": "volume.augment", "VideoConfig": "volume.video", "segment_volume_video": "volume.video",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -2,12 +2,13 @@
 
 Every default names its source in the comment beside it:
 
-- [P]  the SynPo paper (MICCAI 2025, ``shared/papers/synpo-miccai2025.md``);
+- [P]  the SynPo paper (Boosting Training-Free Few-Shot Medical Segmentation via
+       High-Quality Negative Prompts, MICCAI 2025);
 - [A]  the first author's later public SAM2 fork, where the paper is silent;
 - [G]  our own choice, with the reason.
 
-The spec that collects them is ``shared/spec/synpo-algorithm.md``. Nothing in the
-method reads a buried literal: a value that changes the result lives here.
+Nothing in the method reads a buried literal: a value that changes the result lives
+here. README's "The method, in this implementation" maps the steps to the modules.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ import dataclasses
 import enum
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
+
+
+#: segment colour when none is given: Slicer's "tissue" green                      [G]
+DEFAULT_COLOR = (0.5, 0.68, 0.5)
 
 
 class PrototypeForm(str, enum.Enum):
@@ -31,7 +36,8 @@ class PromptStrategy(str, enum.Enum):
     """What the prompt stage gives the mask decoder.
 
     SAM2 follows the paper's point prompts. LiteMedSAM was fine-tuned with box prompts
-    only and ignores points (measured, issue #2), so it needs a box derived from the
+    only and ignores points (measured: Dice 0.011 with points alone on 6 AAL structures,
+README), so it needs a box derived from the
     confidence map; each backend names the variant that measured best.
     """
 
@@ -82,17 +88,17 @@ class WindowConfig:
 
     #: "auto" picks CT when the volume has values below -500 (air in HU), else MRI [G]
     modality: str = "auto"
-    #: CT window in HU: the FSMIS protocol's abdominal window [-125, 275]            [P/spec §0]
+    #: CT window in HU: the FSMIS protocol's abdominal window [-125, 275]            [P]
     ct_window: Tuple[float, float] = (-125.0, 275.0)
-    #: MRI window as volume percentiles                                              [spec §0]
+    #: MRI window as volume percentiles, robust to a few extreme voxels              [G]
     mri_percentiles: Tuple[float, float] = (0.5, 99.5)
-    #: explicit (low, high) that overrides both; Slicer passes its display window  [spec §0]
+    #: explicit (low, high) that overrides both; Slicer passes its display window: what the user sees  [G]
     window: Optional[Tuple[float, float]] = None
 
 
 @dataclass(frozen=True)
 class SynergyConfig:
-    """Confidence Map Synergy Module (CMSM), spec §2."""
+    """Confidence Map Synergy Module (CMSM): how the two backbones' similarity maps are fused."""
 
     #: weight of S_sam * S_dino                                                      [P]
     delta_sd: float = 0.8
@@ -114,7 +120,7 @@ class SynergyConfig:
 
 @dataclass(frozen=True)
 class PointConfig:
-    """Point Selection Module (PSM), spec §3."""
+    """Point Selection Module (PSM): positive and negative prompt points from the map."""
 
     #: number of positive points (the author uses 2-3)                               [A]
     n_positive: int = 3
@@ -157,7 +163,7 @@ class PointConfig:
 
 @dataclass(frozen=True)
 class RefineConfig:
-    """Noise-aware Refine Module (NRM), spec §5."""
+    """Noise-aware Refine Module (NRM): keep the most support-like part and re-prompt."""
 
     #: refine rounds; 0 disables the module                                          [G]
     rounds: int = 2
@@ -185,7 +191,7 @@ class RefineConfig:
 
 @dataclass(frozen=True)
 class PromptConfig:
-    """What the decoder is prompted with, and how its masks are chosen (spec §4)."""
+    """What the decoder is prompted with, and how its masks are chosen."""
 
     strategy: PromptStrategy = PromptStrategy.POINTS  # [P]; the lite preset uses a box
     #: ask the decoder for its 3 masks and choose one                                [P]
@@ -210,7 +216,7 @@ class PromptConfig:
 
 @dataclass(frozen=True)
 class GeometryConfig:
-    """How a native slice becomes the method's R x R square and back (spec §0)."""
+    """How a native slice becomes the method's R x R square and back."""
 
     #: ROI side R                                                                    [P] 256
     roi_size: int = 256
@@ -221,8 +227,8 @@ class GeometryConfig:
 
 @dataclass(frozen=True)
 class QualityConfig:
-    """Per-slice acceptance and 3D quality control (spec §6: a product must decide which
-    slices hold the target; the paper only segments slices known to hold it)."""
+    """Per-slice acceptance and 3D quality control: a product must decide which slices
+    hold the target; the paper only segments slices known to hold it."""
 
     #: reject a slice whose chosen mask's prototype similarity falls below this
     #: (None: paint every slice, as the paper does on organ slices)                  [G]
@@ -332,7 +338,7 @@ class SynPoConfig:
             for sub in dataclasses.fields(section_type):
                 if sub.name in data[f.name]:
                     value = data[f.name][sub.name]
-                    value = _coerce(section_type, sub.name, value)
+                    value = coerce_field(section_type, sub.name, value)
                     values[sub.name] = value
             sections[f.name] = section_type(**values)
         return cls(**sections)
@@ -349,7 +355,7 @@ _ENUM_FIELDS = {
 }
 
 
-def _coerce(section_type, name, value):
+def coerce_field(section_type, name, value):
     """A JSON value back to its field's type (enums and tuples)."""
     enum_type = _ENUM_FIELDS.get((section_type, name))
     if enum_type is not None and value is not None:

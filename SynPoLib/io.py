@@ -18,9 +18,8 @@ from typing import Iterator, Optional, Sequence, Tuple
 import numpy as np
 import SimpleITK as sitk
 
-
-class InputError(ValueError):
-    """Bad user input: the message says what to fix, in one line."""
+from .config import DEFAULT_COLOR
+from .errors import InputError
 
 
 @dataclass(frozen=True)
@@ -112,10 +111,6 @@ def atomic_path(path: os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
-
-
-#: default segment colour (Slicer's first generic-anatomy colour, a muted green)
-DEFAULT_COLOR = (0.5, 0.68, 0.5)
 
 
 def segmentation_dict(mask: np.ndarray, reference: Volume, name: str = "SynPo",

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
-from scipy import ndimage
 
 
 @dataclass(frozen=True)
@@ -91,6 +90,8 @@ def surface(mask: np.ndarray) -> np.ndarray:
     mask = np.asarray(mask) > 0
     if not mask.any():
         return mask
+    from scipy import ndimage  # here, not at import: dice needs only numpy (the Slicer self-test)
+
     structure = ndimage.generate_binary_structure(mask.ndim, 1)
     return mask & ~ndimage.binary_erosion(mask, structure=structure, iterations=1, border_value=0)
 
@@ -134,6 +135,8 @@ def surface_distances(pred: np.ndarray, ref: np.ndarray,
         raise ValueError("surface distances need two non-empty masks")
     pred, ref = _crop_to_union(pred, ref)
     pred_surface, ref_surface = surface(pred), surface(ref)
+    from scipy import ndimage
+
     to_ref = ndimage.distance_transform_edt(~ref_surface, sampling=sampling)
     to_pred = ndimage.distance_transform_edt(~pred_surface, sampling=sampling)
     return to_ref[pred_surface], to_pred[ref_surface]

@@ -1,4 +1,4 @@
-"""From a volume's native slices to the method's R x R images, and back (spec §0).
+"""From a volume's native slices to the method's R x R images, and back.
 
 Two rules the Slicer extensions we studied break, and we keep:
 
@@ -10,7 +10,7 @@ Two rules the Slicer extensions we studied break, and we keep:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -57,6 +57,14 @@ def take_slice(volume: np.ndarray, index: int, axis: int) -> np.ndarray:
         raise IndexError(f"slice {index} is outside the volume's {volume.shape[axis]} slices "
                          f"along axis {axis}")
     return np.take(volume, index, axis=axis)
+
+
+def labelled_slices(mask: np.ndarray, axis: int) -> List[int]:
+    """Indices along ``axis`` of the slices where ``mask`` has a non-zero voxel, ascending."""
+    if axis not in (0, 1, 2):
+        raise ValueError(f"axis must be 0, 1 or 2, got {axis}")
+    other = tuple(a for a in range(3) if a != axis)
+    return [int(i) for i in np.flatnonzero(np.asarray(mask).any(axis=other))]
 
 
 def in_plane_spacing(spacing: Optional[Sequence[float]], axis: int) -> Tuple[float, float]:

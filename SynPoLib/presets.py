@@ -1,5 +1,8 @@
 """Named configurations: the paper's, and the one measured best for LiteMedSAM.
 
+Also here: a preset plus edits, as the command line (``--config``, ``--set``) and the
+Slicer module's parameter table give them (:func:`build_config`, :func:`config_for`).
+
 ``paper`` is :class:`SynPoConfig`'s defaults: SAM2 + DINOv2 with point prompts, three
 masks chosen by prototype similarity, two mask-input refine rounds.
 
@@ -21,9 +24,13 @@ strategies"):
 
 from __future__ import annotations
 
-from typing import Dict
+import dataclasses
+import json
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
 
-from .config import PromptStrategy, SynPoConfig
+from .config import PromptStrategy, SynPoConfig, coerce_field
+from .errors import InputError
 
 PRESETS: Dict[str, SynPoConfig] = {
     "paper": SynPoConfig(),
@@ -44,3 +51,88 @@ def preset(name: str) -> SynPoConfig:
         return PRESETS[name]
     except KeyError:
         raise ValueError(f"unknown preset {name!r}; choose from {', '.join(sorted(PRESETS))}") from None
+
+
+# --------------------------------------------------------------------------- edits
+
+def parse_assignments(items: Sequence[str]) -> dict:
+    """``section.field=value`` items to a dict (values parsed as JSON when possible)."""
+    out = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            raise InputError(f"--set expects section.field=value, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def build_config(preset_name: str, config_file: Optional[str] = None,
+                 assignments: Sequence[str] = ()) -> SynPoConfig:
+    """The preset, then a JSON config file's sections, then ``section.field=value`` edits."""
+    cfg = preset(preset_name)
+    if config_file:
+        path = Path(config_file)
+        if not path.is_file():
+            raise InputError(f"config file not found: {path}")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise InputError(f"config file {path} is not valid JSON: {exc}") from None
+        merged = cfg.to_dict()
+        for section, values in data.items():
+            if section not in merged:
+                raise InputError(f"config file {path}: unknown section {section!r}")
+            merged[section].update(values)
+        cfg = SynPoConfig.from_dict(merged)
+    for key, value in parse_assignments(assignments).items():
+        section, _, name = key.partition(".")
+        if not hasattr(cfg, section) or name not in {f.name for f in dataclasses.fields(getattr(cfg, section))}:
+            raise InputError(f"--set: unknown parameter {key!r}")
+        try:
+            cfg = cfg.updated(**{key: coerce_field(type(getattr(cfg, section)), name, value)})
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"--set {key}: {exc}") from None
+    return cfg
+
+
+# The Slicer module keeps the edits as text in its parameter node (the same lines as
+# ``synpo segment --set``), so a saved scene remembers exactly which parameters
+# differed from the preset.
+
+def _lines(text: str) -> List[str]:
+    return [line.strip() for line in (text or "").splitlines() if line.strip()]
+
+
+def config_for(preset_name: str, overrides: str = "") -> SynPoConfig:
+    """The preset with the override lines applied; a bad line raises with its reason."""
+    return build_config(preset_name, None, _lines(overrides))
+
+
+def config_rows(preset_name: str, overrides: str = "") -> List[Tuple[str, str, bool]]:
+    """(section.field, JSON value, differs from the preset) for every parameter."""
+    base = preset(preset_name).to_dict()
+    current = config_for(preset_name, overrides).to_dict()
+    return [(f"{section}.{name}", json.dumps(value), value != base[section][name])
+            for section, values in current.items() for name, value in values.items()]
+
+
+def overrides_from_values(preset_name: str, values: Dict[str, str]) -> str:
+    """Override lines for the edited values that differ from the preset (validated)."""
+    base = preset(preset_name).to_dict()
+    lines = []
+    for key, text in values.items():
+        section, _, name = key.partition(".")
+        if section not in base or name not in base[section]:
+            raise ValueError(f"unknown parameter {key!r}")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        if value != base[section][name]:
+            lines.append(f"{key}={text}")
+    overrides = "\n".join(lines)
+    config_for(preset_name, overrides)
+    return overrides

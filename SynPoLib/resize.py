@@ -2,7 +2,9 @@
 
 The spec asks for bilinear resizing with ``align_corners=False`` (half-pixel centres),
 which is what ``torch.nn.functional.interpolate`` does; scipy's ``zoom`` uses another
-convention, so every resize of the method goes through these two functions.
+convention, so every resize of the method goes through these two functions. torch is
+imported on first use, so the modules that only slice arrays stay importable in a
+Slicer that has no torch yet.
 """
 
 from __future__ import annotations
@@ -10,8 +12,6 @@ from __future__ import annotations
 from typing import Tuple
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 
 def resize_bilinear(array: np.ndarray, size: Tuple[int, int], antialias: bool = False) -> np.ndarray:
@@ -21,6 +21,9 @@ def resize_bilinear(array: np.ndarray, size: Tuple[int, int], antialias: bool = 
         raise ValueError(f"expected a 2-D or 3-D array, got shape {arr.shape}")
     if tuple(arr.shape[-2:]) == tuple(size):
         return arr.copy()
+    import torch
+    import torch.nn.functional as F
+
     tensor = torch.from_numpy(np.ascontiguousarray(arr))
     tensor = tensor[None, None] if arr.ndim == 2 else tensor[None]
     out = F.interpolate(tensor, size=tuple(int(s) for s in size), mode="bilinear",
@@ -44,5 +47,8 @@ def resize_nearest(array: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
 
 def area_fraction(mask: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     """Fraction of each output cell covered by a 2-D mask (area/adaptive average pooling)."""
+    import torch
+    import torch.nn.functional as F
+
     tensor = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None]
     return F.adaptive_avg_pool2d(tensor, tuple(int(s) for s in size))[0, 0].numpy()

@@ -1,7 +1,7 @@
 """Building real MRML scenes for the module's tests (PyPI ``slicer-core``, no Qt).
 
 Geometry here is computed from the matrices the tests choose, independently of
-SynPoLib.mrml, so a test compares the adapter against ground truth, not against itself.
+SynPoLib.scene, so a test compares the adapter against ground truth, not against itself.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def to_numpy(m) -> np.ndarray:
 
 
 def new_scene() -> "slicer.vtkMRMLScene":
-    from SynPoLib.mrml import ensure_converter_rules
+    from SynPoLib.scene import ensure_converter_rules
 
     ensure_converter_rules()
     return slicer.vtkMRMLScene()
@@ -216,9 +216,3 @@ def snapshot(scene) -> Dict:
             entry["layers"] = seg.GetNumberOfLayers()
         state["nodes"].append(entry)
     return state
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.asarray(a) > 0, np.asarray(b) > 0
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total

@@ -100,7 +100,7 @@ def run_one(config: str, args) -> dict:
         torch.cuda.reset_peak_memory_stats(dev)
 
     def timed(fn):
-        from SynPoLib.device import synchronize
+        from SynPoLib.backends.device import synchronize
 
         synchronize(dev)
         start = time.perf_counter()

@@ -67,7 +67,7 @@ def part_split(n_slices: int) -> dict:
 
 def part_cmsm(repeats: int) -> dict:
     from SynPoLib.config import SynergyConfig
-    from SynPoLib.synergy import SAM, prepare_support, query_synergy
+    from SynPoLib.method.synergy import SAM, prepare_support, query_synergy
 
     rng = np.random.default_rng(0)
     grid = 96  # 9216 cells: room for 4096 foreground tokens and a background

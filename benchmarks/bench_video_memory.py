@@ -20,7 +20,7 @@ Examples::
     python benchmarks/bench_video_memory.py                          # 16 vs 256 slices, 256 px
     python benchmarks/bench_video_memory.py --image-size 512 --slices 16 128
 
-This is a measurement script, not a test (Testing/test_video.py asserts the bound).
+This is a measurement script, not a test (Testing/volume/test_video.py asserts the bound).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def _rss_mib() -> float:
 
 def _watch_state(predictor, sizes: list) -> None:
     """Record the tensor bytes of sam2's inference state at every tracked frame."""
-    from SynPoLib.video import tracking_state_bytes
+    from SynPoLib.volume.video import tracking_state_bytes
 
     original = predictor.propagate_in_video
 
@@ -80,7 +80,7 @@ def child_video(n: int, image_size: int, keep_all: bool) -> dict:
     torch.set_num_threads(1)
     from SynPoLib import Support
     from SynPoLib.backends import create_backend
-    from SynPoLib.video import VideoConfig, segment_volume_video
+    from SynPoLib.volume.video import VideoConfig, segment_volume_video
 
     backend = create_backend("sam2", sam2_size="tiny", sam2_image_size=image_size, random_weights=True,
                              device="cpu")

@@ -15,13 +15,16 @@ from .base import Backend, EncodedSlice, Prediction
 
 #: name -> factory(**options) -> Backend
 BACKENDS: Dict[str, Callable[..., Backend]] = {}
+#: name -> what a person choosing among them should know (the Slicer module's choices)
+LABELS: Dict[str, str] = {}
 
 _cache: Dict[Tuple, Backend] = {}
 _lock = threading.Lock()
 
 
-def register_backend(name: str, factory: Callable[..., Backend]) -> None:
+def register_backend(name: str, factory: Callable[..., Backend], label: str = "") -> None:
     BACKENDS[name] = factory
+    LABELS[name] = label or name
 
 
 def _lite(**options) -> Backend:
@@ -42,9 +45,9 @@ def _sam2(**options) -> Backend:
     return create_sam2(**options)
 
 
-register_backend("lite", _lite)
-register_backend("synpo", _synpo)   # SAM 2.1 + DINOv2: the paper
-register_backend("sam2", _sam2)     # SAM 2.1 alone: the paper's SAM-only row
+register_backend("lite", _lite, "LiteMedSAM (lite, fast on a CPU)")
+register_backend("synpo", _synpo, "SAM2 + DINOv2 (the paper's, best on a GPU)")
+register_backend("sam2", _sam2, "SAM2 alone (the paper's SAM-only row, a GPU)")
 
 
 def create_backend(name: str, *, cache: bool = True, **options) -> Backend:
@@ -61,4 +64,4 @@ def create_backend(name: str, *, cache: bool = True, **options) -> Backend:
         return backend
 
 
-__all__ = ["BACKENDS", "Backend", "EncodedSlice", "Prediction", "create_backend", "register_backend"]
+__all__ = ["BACKENDS", "LABELS", "Backend", "EncodedSlice", "Prediction", "create_backend", "register_backend"]

@@ -18,6 +18,9 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+#: feature names: the SAM image encoder's grid, and DINOv2's patch tokens
+SAM = "sam"
+DINO = "dino"
 
 
 @dataclass

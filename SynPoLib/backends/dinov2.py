@@ -1,7 +1,7 @@
 """DINOv2 feature extractor on timm (no decoder: it only feeds the synergy map).
 
 ViT-S/B/L/g with patch 14, plain or with 4 registers. The input side is
-``grid * 14`` (896 for the paper's 64 x 64 grid [G], spec §1); the patch tokens of
+``grid * 14`` (896 for the paper's 64 x 64 grid [G]); the patch tokens of
 the last block (after the final norm, DINOv2's ``x_norm_patchtokens``) form the
 (C, grid, grid) feature map. The class and register tokens are dropped using the
 model's own ``num_prefix_tokens`` (1 for plain models, 5 with registers), never a
@@ -24,7 +24,7 @@ from typing import Dict, Optional
 import torch
 import torch.nn.functional as F
 
-from ..weights import WeightsError
+from .weights import WeightsError
 
 PATCH = 14
 
@@ -43,7 +43,7 @@ DINO_MODELS: Dict[str, tuple] = {
 }
 
 #: the default when the paper's SINDER weights are absent: registers fix the same
-#: high-norm artefacts SINDER repairs (spec §1)
+#: high-norm artefacts SINDER repairs
 DEFAULT_DINO = "vitl14-reg4"
 
 

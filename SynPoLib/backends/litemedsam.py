@@ -6,7 +6,7 @@ for a 256 x 256 input scaled to [0, 1]) is both the "sam" feature grid of the sy
 map and the mask decoder's input, so one encoder pass serves everything.
 
 It was fine-tuned with box prompts and a single output mask: points alone barely move
-it (issue #2: Dice 0.03-0.20 with true positive points, 0.36-0.43 with a true box), and
+it (measured on Colin27 + AAL: Dice 0.03-0.20 with true positive points, 0.36-0.43 with a true box), and
 its extra multimask heads were never trained. Its measured configuration is the
 ``lite`` preset (:mod:`SynPoLib.presets`).
 """
@@ -22,16 +22,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..synergy import SAM
-from .base import Backend, EncodedSlice, Prediction
+from ..errors import WeightsError
+from .base import SAM, Backend, EncodedSlice, Prediction
 
 #: LiteMedSAM's fixed input side and mask-prompt side (4 x its 64 x 64 embedding)
 INPUT_SIZE = 256
 LOW_RES_SIZE = 256
-
-
-class WeightsError(RuntimeError):
-    """Weights missing, unreadable or not the expected file."""
 
 
 def _sha256(path: Path) -> str:

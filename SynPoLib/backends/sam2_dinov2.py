@@ -19,13 +19,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .. import weights
-from ..device import (AdaptiveBatcher, Stopwatch, autocast, autocast_dtype, resolve_device,
+from . import weights
+from .device import (AdaptiveBatcher, Stopwatch, autocast, autocast_dtype, resolve_device,
                       suggested_batch_size)
-from ..synergy import DINO, SAM
-from .base import Backend, EncodedSlice, Prediction
+from .base import DINO, SAM, Backend, EncodedSlice, Prediction
 from .dinov2 import DEFAULT_DINO, PATCH, DINOv2Encoder, build_dinov2, dino_spec
-from .sam2_backend import (DEFAULT_SAM2, SAM2_IMAGE_SIZE, SAM2_SIZES, SAM2_STRIDE, SAM2Image, build_sam2_model,
+from .sam2_image import (DEFAULT_SAM2, SAM2_IMAGE_SIZE, SAM2_SIZES, SAM2_STRIDE, SAM2Image, build_sam2_model,
                            sam2_size)
 
 #: forward FLOPs of one slice, in GFLOP, counted with torch.utils.flop_counter on the

@@ -32,7 +32,7 @@ import torch
 from sam2.sam2_video_predictor import SAM2VideoPredictor
 
 from .base import EncodedSlice
-from .sam2_backend import SAM2_IMAGE_SIZE, SAM2_SIZES, sam2_size
+from .sam2_image import SAM2_IMAGE_SIZE, SAM2_SIZES, sam2_size
 
 #: the object id SynPo tracks (one structure per run)
 OBJECT_ID = 1

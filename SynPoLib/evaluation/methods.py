@@ -21,8 +21,8 @@ copy                the support slice's mask copied to each query slice it serve
 alpha=<a>           SynPo with the negative interval [mu - a sigma, mu - (a - 1.5) sigma]
                     (paper Fig. 4: beta = alpha - 1.5)
 propagate           SynPo's propagate mode: each slice also prompted from the previous slice's
-                    result, outward from the support (issue #6; made for LiteMedSAM)
-synpo+auto-stop     quality-control protocol only: SynPo with auto-stop (SynPoLib.qc)
+                    result, outward from the support (made for LiteMedSAM)
+synpo+auto-stop     quality-control protocol only: SynPo with auto-stop (SynPoLib.volume.qc)
 propagate+auto-stop quality-control protocol only: the propagate mode with auto-stop
 ==================  ===========================================================================
 
@@ -48,9 +48,8 @@ import json
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
-from ..backends.base import Backend, EncodedSlice, Prediction
+from ..backends.base import DINO, SAM, Backend, EncodedSlice, Prediction
 from ..config import Mode, PointMethod, PromptStrategy, RefineConfig, RefinePrompt, SynPoConfig
-from ..synergy import DINO, SAM
 from .protocols import FSMIS, PAIR, QC, WITHIN
 
 SYNPO = "synpo"

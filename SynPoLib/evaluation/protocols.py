@@ -32,6 +32,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..errors import ProtocolError
+from ..preprocess import labelled_slices
 from ..volume import assign_supports
 
 FSMIS = "fsmis"
@@ -102,19 +104,12 @@ class Case:
                    tags=tuple((str(k), str(v)) for k, v in data.get("tags", ())))
 
 
-class ProtocolError(ValueError):
-    """A case cannot be built (e.g. the structure is absent or too thin)."""
-
-
 def structure_slices(labels: np.ndarray, label: int, axis: int) -> List[int]:
     """Indices along ``axis`` of the slices where ``label`` is present, ascending."""
     labels = np.asarray(labels)
     if labels.ndim != 3:
         raise ValueError(f"label map must be 3-D, got shape {labels.shape}")
-    if axis not in (0, 1, 2):
-        raise ValueError(f"axis must be 0, 1 or 2, got {axis}")
-    other = tuple(a for a in range(3) if a != axis)
-    return [int(i) for i in np.flatnonzero((labels == label).any(axis=other))]
+    return labelled_slices(labels == label, axis)
 
 
 def fsmis_fractions(n_parts: int) -> List[float]:

@@ -288,7 +288,7 @@ def _qc_section(results: Results, names: Sequence[str]) -> List[str]:
                 and m.config.quality.auto_stop]
     if stopping:
         q = stopping[0].config.quality
-        out += ["", f"Auto-stop (SynPoLib.qc): {q.stop_after} consecutive slices below {q.stop_threshold:g} of "
+        out += ["", f"Auto-stop (SynPoLib.volume.qc): {q.stop_after} consecutive slices below {q.stop_threshold:g} of "
                 "the support's own confidence end a direction; those slices are left empty and the rest of "
                 "the direction is not segmented.", ""]
     return out

@@ -1,0 +1,36 @@
+"""The 3D Slicer adapter: MRML nodes in, a segment out, a run in between.
+
+The only part of SynPoLib that touches ``slicer``: it runs in the Slicer application
+and, without Qt, on PyPI's ``slicer-core`` (the tests do that). ``slicer`` and ``vtk``
+are imported inside the functions, so importing this package costs nothing and needs
+neither. The Slicer module's Logic is a thin caller of these names.
+
+- :mod:`.nodes`: volumes, segments and views as arrays (geometry checked);
+- :mod:`.writer`: the result as a new segment, with rollback and undo;
+- :mod:`.runs`: inputs read once, the model on a worker thread, streaming writes;
+- :mod:`.slicing`: slice and grid arithmetic between volumes (pure numpy);
+- :mod:`.selftest`: the module self-test's recipe, shared with pytest.
+"""
+
+from ..errors import MRMLInputError, RunInProgress
+from .nodes import (BINARY_LABELMAP, DEFAULT_COLOR, ViewSlice, contrasting_color, display_window,
+                    ensure_converter_rules, ijk_to_world, parent_to_world, same_node, segment_array, segment_color,
+                    segment_names, slice_center_ras, slice_from_view, volume_array)
+from .runs import NodeInputs, RunStatus, SegmentationRun, active_run, read_inputs, run_on_nodes
+from .slicing import (AXIS_MATCH_DEGREES, Reorientation, axis_direction_name, guess_axis, labelled_slices, map_slice,
+                      query_slices, spacing_kji, voxel_centers_ras)
+from .writer import SegmentWriter
+
+__all__ = [
+    # nodes in
+    "MRMLInputError", "display_window", "ijk_to_world", "parent_to_world", "read_inputs", "same_node",
+    "segment_array", "segment_color", "segment_names", "slice_center_ras", "slice_from_view", "volume_array",
+    "ViewSlice", "ensure_converter_rules", "BINARY_LABELMAP",
+    # a segment out
+    "SegmentWriter", "contrasting_color", "DEFAULT_COLOR",
+    # runs
+    "NodeInputs", "RunInProgress", "RunStatus", "SegmentationRun", "active_run", "run_on_nodes",
+    # slice geometry
+    "AXIS_MATCH_DEGREES", "Reorientation", "axis_direction_name", "guess_axis", "labelled_slices", "map_slice",
+    "query_slices", "spacing_kji", "voxel_centers_ras",
+]

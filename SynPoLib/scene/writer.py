@@ -1,0 +1,183 @@
+"""A segment out: SynPo's result written into a 3D Slicer segmentation, and taken back.
+
+The only scene change a run makes goes through :class:`SegmentWriter`: a new segment on
+its own labelmap layer, on the query volume's grid, in the segmentation's own frame;
+:meth:`~SegmentWriter.rollback` and :meth:`~SegmentWriter.undo` take it back exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from ..errors import MRMLInputError
+from ..config import DEFAULT_COLOR
+from .nodes import (BINARY_LABELMAP, check_volume, ensure_converter_rules, ijk_to_world, node_name, oriented_image,
+                    parent_to_world, source_representation)
+
+
+class SegmentWriter:
+    """Writes one new segment on the query volume's grid; :meth:`rollback` undoes all of it.
+
+    The segment gets its own labelmap layer, so no other segment's voxels are ever
+    rewritten (a shared layer holds several segments as label values; writing 0/1 into
+    it would overwrite a neighbour). Slices can be streamed in as they are segmented.
+    Into an existing segmentation the segment is added; otherwise a new segmentation
+    node is created with the query volume as its reference geometry, under the query
+    volume's parent transform so the two stay together.
+    """
+
+    def __init__(self, reference_volume, segmentation_node=None, *, name: str = "SynPo",
+                 color: Sequence[float] = DEFAULT_COLOR, scene=None,
+                 before_first_write: Optional[Callable[[Any], None]] = None) -> None:
+        check_volume(reference_volume, "query")
+        self.reference = reference_volume
+        self.segmentation_node = segmentation_node
+        self.name = str(name) or "SynPo"
+        self.color = tuple(float(c) for c in color[:3])
+        self.scene = scene or reference_volume.GetScene()
+        self.before_first_write = before_first_write
+        self.segment_id: Optional[str] = None
+        self.created_node = False
+        self.state = "new"
+        self._labelmap = None
+        self._array: Optional[np.ndarray] = None
+        self.shape = tuple(reversed(reference_volume.GetImageData().GetDimensions()))
+
+    # -- lifecycle
+    def begin(self) -> str:
+        """Create the (empty) segment; returns its ID."""
+        import slicer
+        from vtk.util import numpy_support
+
+        if self.state != "new":
+            raise RuntimeError(f"writer already {self.state}")
+        if self.scene is None:
+            raise MRMLInputError(f"query volume '{node_name(self.reference)}' is not in a scene")
+        ensure_converter_rules()
+        world = ijk_to_world(self.reference)  # refuses non-linear transforms before any change
+        node = self.segmentation_node
+        if node is not None:
+            if node.GetScene() is None:
+                raise MRMLInputError(f"segmentation '{node_name(node)}' is not in the scene any more")
+            segmentation = node.GetSegmentation()
+            source = source_representation(segmentation)
+            if source != BINARY_LABELMAP:
+                raise MRMLInputError(
+                    f"segmentation '{node_name(node)}' keeps its segments as '{source}': write the result into a "
+                    "new segmentation instead (or change its source representation to binary labelmap)")
+            local = np.linalg.inv(parent_to_world(node)) @ world
+            if self.before_first_write is not None:
+                self.before_first_write(node)
+        else:
+            node = slicer.vtkMRMLSegmentationNode()
+            node.SetName(self.scene.GenerateUniqueName(f"{node_name(self.reference)} SynPo"))
+            self.scene.AddNode(node)
+            self.created_node = True
+            self.segmentation_node = node
+            node.CreateDefaultDisplayNodes()
+            node.SetReferenceImageGeometryParameterFromVolumeNode(self.reference)
+            parent = self.reference.GetParentTransformNode()
+            if parent is not None:
+                node.SetAndObserveTransformNodeID(parent.GetID())
+            local = np.linalg.inv(parent_to_world(node)) @ world
+            segmentation = node.GetSegmentation()
+        labelmap = oriented_image(self.shape, local)
+        segment = slicer.vtkSegment()
+        segment.SetName(self.name)
+        segment.SetColor(*self.color)
+        segment.AddRepresentation(BINARY_LABELMAP, labelmap)
+        segment.SetLabelValue(1)
+        base = "".join(ch if ch.isalnum() else "_" for ch in self.name) or "SynPo"
+        segment_id = segmentation.GenerateUniqueSegmentID(base)
+        if not segmentation.AddSegment(segment, segment_id):
+            self.rollback()
+            raise RuntimeError(f"Slicer refused to add segment '{self.name}' to '{node_name(node)}'")
+        self.segment_id = segment_id
+        self._labelmap = segmentation.GetSegment(segment_id).GetRepresentation(BINARY_LABELMAP)
+        scalars = self._labelmap.GetPointData().GetScalars()
+        self._array = numpy_support.vtk_to_numpy(scalars).reshape(self.shape)
+        self.state = "open"
+        return segment_id
+
+    def _check_alive(self) -> None:
+        if self.state != "open":
+            raise RuntimeError(f"writer is {self.state}")
+        node = self.segmentation_node
+        segmentation = node.GetSegmentation() if node is not None and node.GetScene() is not None else None
+        if segmentation is None or segmentation.GetSegment(self.segment_id) is None:
+            raise MRMLInputError(f"the result segment '{self.name}' was removed during the run")
+        if segmentation.GetSegment(self.segment_id).GetRepresentation(BINARY_LABELMAP) is not self._labelmap:
+            raise MRMLInputError(f"the result segment '{self.name}' was edited during the run")
+
+    def notify(self) -> None:
+        """Tell Slicer the segment changed (display, 3D surface): once per batch of slices."""
+        self._check_alive()
+        import slicer
+
+        self._labelmap.GetPointData().GetScalars().Modified()
+        self._labelmap.Modified()
+        segmentation = self.segmentation_node.GetSegmentation()
+        segmentation.InvokeEvent(slicer.vtkSegmentation.SourceRepresentationModified, self.segment_id)
+
+    def write_slice(self, index: int, axis: int, mask: np.ndarray, notify: bool = True) -> None:
+        """Write one native slice (rows, cols) of the result; ``notify=False`` leaves the
+        display update to a later :meth:`notify` (a 3D surface is rebuilt on each one)."""
+        self._check_alive()
+        where = [slice(None)] * 3
+        where[axis] = int(index)
+        target = self._array[tuple(where)]
+        if np.shape(mask) != target.shape:
+            raise ValueError(f"slice mask shape {np.shape(mask)} does not match {target.shape} (axis {axis})")
+        target[...] = np.asarray(mask) > 0
+        if notify:
+            self.notify()
+
+    def write_volume(self, mask: np.ndarray) -> None:
+        """Write the whole result (k, j, i) on the query grid."""
+        self._check_alive()
+        if tuple(np.shape(mask)) != self.shape:
+            raise ValueError(f"mask shape {np.shape(mask)} differs from the query volume's {self.shape}")
+        self._array[...] = np.asarray(mask) > 0
+        self.notify()
+
+    def commit(self) -> None:
+        self._check_alive()
+        self.state = "committed"
+
+    def rollback(self) -> None:
+        """Put the scene back as it was before :meth:`begin` (safe to call twice; a
+        committed result stays: use :meth:`undo` to remove it)."""
+        if self.state in ("rolled back", "committed", "undone"):
+            return
+        self._remove()
+        self.state = "rolled back"
+
+    def undo(self) -> None:
+        """Remove a committed result: our segment, or the node we created. Segments the
+        user added or edited since are left alone."""
+        if self.state != "committed":
+            raise RuntimeError(f"nothing to undo: the result is {self.state}")
+        self._remove()
+        self.state = "undone"
+
+    def _remove(self) -> None:
+        node = self.segmentation_node
+        if node is not None and node.GetScene() is not None:
+            if self.created_node:
+                scene = node.GetScene()
+                displays = [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]
+                storage = node.GetStorageNode()
+                scene.RemoveNode(node)
+                for extra in displays + [storage]:
+                    if extra is not None and extra.GetScene() is not None:
+                        scene.RemoveNode(extra)
+            elif self.segment_id is not None and node.GetSegmentation().GetSegment(self.segment_id) is not None:
+                node.GetSegmentation().RemoveSegment(self.segment_id)
+        if self.created_node:
+            self.segmentation_node = None
+        self._labelmap = self._array = None
+
+
+__all__ = ["SegmentWriter"]

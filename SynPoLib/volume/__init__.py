@@ -1,0 +1,107 @@
+"""The volume driver: SynPo on every query slice of a volume, in one of several modes.
+
+:func:`segment_volume` checks the inputs once (:class:`~.types.Job`), hands every
+slice's result to one :class:`~.sink.ResultSink` (output array, records, progress,
+acceptance, auto-stop), and lets the configured mode say how each slice's mask is made:
+
+==============  ==========================================================  ======================
+mode            how a slice's mask is made                                  module
+==============  ==========================================================  ======================
+``slices``      SynPo from the support slice, every slice on its own (the   :mod:`.slices`
+                paper)
+``propagate``   also prompted from the previous slice's result              :mod:`.propagate`
+``video``       SAM 2.1's video predictor, the volume as a video            :mod:`.video`
+``hybrid``      the video predictor plus SynPo's points on every frame      :mod:`.video`
+==============  ==========================================================  ======================
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..backends.base import Backend
+from ..config import Mode, SynPoConfig
+from ..errors import Cancelled
+from ..presets import preset
+from .sink import ResultSink
+from .types import (CancelCheck, Chain, Job, ProgressCallback, ProgressEvent, SliceRecord, SliceSelection, Support,
+                    VolumeResult, assign_supports, check_query, outward_chains, resolve_slices, should_stop)
+
+
+def _video(hybrid: bool) -> Callable[[Job, ResultSink], None]:
+    def run(job: Job, sink: ResultSink) -> None:
+        try:
+            from . import video
+        except ImportError as exc:
+            raise ValueError(f"the {'hybrid' if hybrid else 'video'} mode needs SAM2's video predictor "
+                             f"(the sam2 package): {exc}") from exc
+        video.run(job, sink, video.VideoOptions(hybrid=hybrid))
+    return run
+
+
+def _slices(job: Job, sink: ResultSink) -> None:
+    from . import slices
+
+    sink.copy_supports()
+    slices.run(job, sink)
+
+
+def _propagate(job: Job, sink: ResultSink) -> None:
+    from . import propagate
+
+    sink.copy_supports()
+    propagate.run(job, sink)
+
+
+#: mode -> run(job, sink): how each slice's mask is made
+MODES: Dict[Mode, Callable[[Job, ResultSink], None]] = {
+    Mode.SLICES: _slices,
+    Mode.PROPAGATE: _propagate,
+    Mode.VIDEO: _video(hybrid=False),
+    Mode.HYBRID: _video(hybrid=True),
+}
+
+
+def segment_volume(backend: Backend, query: np.ndarray, support: Support, *,
+                   config: Optional[SynPoConfig] = None,
+                   slices: SliceSelection = None,
+                   query_spacing: Optional[Sequence[float]] = None,
+                   query_window: Optional[Tuple[float, float]] = None,
+                   assignment: Optional[Mapping[int, int]] = None,
+                   same_volume: Optional[bool] = None,
+                   batch_size: int = 1,
+                   progress: ProgressCallback = None,
+                   cancel: CancelCheck = None) -> VolumeResult:
+    """Segment ``query`` slice by slice along ``support.axis``, in the configured mode.
+
+    ``config`` defaults to the preset measured for the backend (``backend.preset``).
+    ``slices``: the query slices (None: all; a ``(start, stop)`` pair: a half-open range).
+    ``assignment``: query slice -> support slice (default: the nearest support).
+    ``same_volume`` (default: ``query is support.volume``) makes the labelled support
+    slices part of the result as labelled instead of re-segmenting them. A cancelled
+    run raises :class:`~SynPoLib.errors.Cancelled`; the inputs are never written to.
+    """
+    if config is None:
+        config = preset(backend.preset)
+    job = Job.build(backend, query, support, config, slices=slices, query_spacing=query_spacing,
+                    query_window=query_window, assignment=assignment, same_volume=same_volume,
+                    batch_size=batch_size)
+    sink = ResultSink(job, progress, cancel)
+    MODES[config.propagation.mode](job, sink)
+    return sink.result()
+
+
+def __getattr__(name: str):
+    # the video mode needs sam2: loaded when asked for, not with the package
+    if name in ("segment_volume_video", "VideoConfig", "VideoSliceRecord"):
+        from . import video
+
+        return getattr(video, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["CancelCheck", "Cancelled", "Chain", "Job", "MODES", "ProgressEvent", "SliceRecord", "Support",
+           "VolumeResult", "assign_supports", "check_query", "outward_chains", "resolve_slices", "segment_volume",
+           "should_stop"]

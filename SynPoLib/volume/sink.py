@@ -1,0 +1,160 @@
+"""Where every mode's slices go: the output array, the records, progress, auto-stop.
+
+A mode only says how a slice's mask is made. It hands each segmented slice to a
+:class:`Direction` of the :class:`ResultSink`, which decides the rest the same way
+for every mode: whether the mask counts (the acceptance rule), whether the direction
+has walked past the structure's end (auto-stop: :class:`~SynPoLib.volume.qc.ChainState`),
+what is painted, what the caller's progress callback sees, and the record of every
+slice, including the ones never segmented.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, List, Optional, Sequence
+
+import numpy as np
+
+from ..config import QualityConfig
+from ..errors import Cancelled
+from ..preprocess import take_slice
+from .qc import ChainState, keep_support_component
+from .types import CancelCheck, Job, ProgressCallback, ProgressEvent, SliceRecord, VolumeResult, set_slice, should_stop
+
+#: notes on records of slices auto-stop left unpainted
+STOPPED = "auto-stop: below the confidence threshold"
+NOT_SEGMENTED = "auto-stop: not segmented"
+
+
+class ResultSink:
+    """Owns one run's output mask and records; every mode writes through it."""
+
+    def __init__(self, job: Job, progress: ProgressCallback = None, cancel: CancelCheck = None) -> None:
+        self.job = job
+        self.quality: QualityConfig = job.config.quality
+        self.out = np.zeros(job.query.shape, dtype=np.uint8)
+        self.records: List[SliceRecord] = []
+        self.wanted = set(job.wanted)
+        self.total = len(job.wanted)
+        self.progress = progress
+        self.cancel = cancel
+        self.start = time.perf_counter()
+
+    # -- slices
+    def check_cancel(self) -> None:
+        """Raise :class:`Cancelled` if the caller asked to stop."""
+        if should_stop(self.cancel):
+            raise Cancelled(f"cancelled after {len(self.records)} of {self.total} slices")
+
+    def report(self, record: SliceRecord, mask: np.ndarray) -> None:
+        self.records.append(record)
+        if self.progress is not None:
+            self.progress(ProgressEvent(done=len(self.records), total=self.total, record=record, mask=mask,
+                                        elapsed=time.perf_counter() - self.start))
+
+    def paint(self, record: SliceRecord, mask: np.ndarray) -> None:
+        if record.accepted:
+            set_slice(self.out, record.index, self.job.axis, mask)
+        self.report(record, mask if record.accepted else np.zeros_like(mask))
+
+    def leave_unpainted(self, record: SliceRecord, why: str) -> None:
+        record.accepted = False
+        record.pixels = 0
+        record.notes = tuple(record.notes) + (why,)
+        self.report(record, np.zeros(self.job.q_geometry.native, dtype=bool))
+
+    def copy_supports(self, make_record: Callable[..., SliceRecord] = SliceRecord) -> None:
+        """Same volume: the labelled support slices that were asked for, as labelled."""
+        job = self.job
+        for s in job.copied:
+            mask = np.asarray(take_slice(job.support.mask, s, job.axis) > 0)
+            set_slice(self.out, s, job.axis, mask)
+            self.report(make_record(index=s, support_index=-1, pixels=int(mask.sum()), notes=("support slice",)),
+                        mask)
+
+    def direction(self, support_index: int, slices: Sequence[int],
+                  make_record: Optional[Callable[[int], SliceRecord]] = None) -> "Direction":
+        """The bookkeeping of one walk outward from ``support_index`` over ``slices``."""
+        if make_record is None:
+            def make_record(index: int) -> SliceRecord:
+                return SliceRecord(index=index, support_index=support_index)
+        return Direction(self, support_index, slices, make_record)
+
+    # -- the end
+    def result(self) -> VolumeResult:
+        """The run's result: 3D clean-up if configured, records in slice order."""
+        job, out = self.job, self.out
+        if self.quality.largest_component and out.any():
+            seeds = np.zeros_like(out)
+            for s in job.copied:
+                set_slice(seeds, s, job.axis, take_slice(out, s, job.axis))
+            cleaned = keep_support_component(out, seeds if seeds.any() else None)
+            for rec in self.records:
+                if rec.support_index >= 0 and rec.pixels:
+                    kept = int(np.count_nonzero(take_slice(cleaned, rec.index, job.axis)))
+                    if kept < rec.pixels:
+                        rec.notes = tuple(rec.notes) + (f"3D cleanup removed {rec.pixels - kept} pixels",)
+                        rec.pixels = kept
+            out = cleaned
+        self.records.sort(key=lambda r: r.index)
+        return VolumeResult(mask=out, records=self.records, axis=job.axis, window=job.q_window)
+
+
+class Direction:
+    """One walk outward from a support slice: acceptance and auto-stop, slice by slice."""
+
+    def __init__(self, sink: ResultSink, support_index: int, slices: Sequence[int],
+                 make_record: Callable[[int], SliceRecord]) -> None:
+        self.sink = sink
+        self.support_index = support_index
+        self.slices = [s for s in slices if s in sink.wanted]
+        self.make_record = make_record
+        self.state = ChainState(sink.quality)
+        self.seen: set = set()
+
+    @property
+    def stopped(self) -> bool:
+        """Auto-stop ended this direction: the mode segments no further slice of it."""
+        return self.state.stopped
+
+    def accept(self, record: SliceRecord, mask: np.ndarray) -> np.ndarray:
+        """Apply the acceptance rule to ``record``; the mask that counts (empty if refused)."""
+        quality = self.sink.quality
+        pixels = int(np.count_nonzero(mask))
+        accepted = pixels >= max(quality.min_pixels, 1)
+        if quality.min_score is not None and not record.score >= quality.min_score:
+            accepted = False
+        record.accepted = accepted
+        record.pixels = pixels if accepted else 0
+        return mask if accepted else np.zeros_like(mask)
+
+    def offer(self, record: SliceRecord, mask: np.ndarray) -> bool:
+        """One segmented slice (its native mask). Returns True when it is accepted and
+        confident: what a mode may carry on to the next slice.
+
+        Slices outside the run's wanted slices (a video mode tracks through them) are
+        judged but neither painted nor recorded.
+        """
+        mask = self.accept(record, mask)
+        confident = record.accepted and not self.state.is_low(record.confidence, record.pixels)
+        if record.index not in self.sink.wanted:
+            return confident
+        self.seen.add(record.index)
+        final, dropped = self.state.push(record.index, record.confidence, record.pixels, (record, mask))
+        for _, (rec, m) in final:
+            self.sink.paint(rec, m)
+        for _, (rec, _m) in dropped:
+            self.sink.leave_unpainted(rec, STOPPED)
+        return confident
+
+    def close(self, why: str = NOT_SEGMENTED) -> None:
+        """The walk is over: paint what auto-stop still held, record the slices never reached."""
+        for _, (rec, m) in self.state.finish():
+            self.sink.paint(rec, m)
+        for s in self.slices:
+            if s not in self.seen:
+                self.sink.leave_unpainted(self.make_record(s), why)
+                self.seen.add(s)
+
+
+__all__ = ["Direction", "NOT_SEGMENTED", "ResultSink", "STOPPED"]
