@@ -214,6 +214,10 @@ def test_meeting_rules_cover_every_slice():
     assert by[(10, 9)].outward and by[(20, 21)].outward
     assert by[(10, 11)].slices == (11, 12, 13, 14, 15) and not by[(10, 11)].outward
     assert by[(20, 19)].slices == (19, 18, 17, 16)
+    for supports in ([10, 21], [3, 4, 9, 30]):
+        for leg in R.plan_legs(supports, 0, 35, R.MeetingRule.NEAREST):
+            for q in leg.slices:  # every slice goes to a nearest support
+                assert abs(q - leg.support) == min(abs(q - s) for s in supports)
     blend = R.plan_legs([10, 20], 5, 25, R.MeetingRule.BLEND)
     inner = [leg for leg in blend if not leg.outward]
     assert [(leg.support, leg.partner, leg.slices[0], leg.slices[-1]) for leg in inner] == [
