@@ -326,6 +326,8 @@ def test_affine_start_maps_the_support_slice():
     assert dice(prism[sup + 3] > 0.5, smask[sup + 3]) > 0.9
     assert R.choose_start_slice({22: 0.7, 23: 0.9, 24: 0.9}, 23.4) == 23
     assert R.choose_start_slice({}, 23.4) == 23
+    assert R.start_candidates(23.4, 40, 1.0) == [23]
+    assert R.start_candidates(23.4, 25, 2.0, R.AffineConfig(start_search_mm=4.0)) == [21, 22, 23, 24]
 
 
 # ------------------------------------------------------------------- real data

@@ -73,6 +73,9 @@ FUSION_WEIGHTS = (0.25, 0.5, 1.0)
 #: the stop thresholds swept (cosine; relative confidence)
 COSINE_THRESHOLDS = (0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
 RELATIVE_THRESHOLDS = (0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+#: cross-volume: the picked start is searched this far (mm) around the mapped slice; the
+#: default (AffineConfig.start_search_mm = 0) starts at the mapped slice itself
+START_SEARCH_MM = 5.0
 #: the tune grid: one parameter at a time around BASE
 TUNE_GRID = {
     "field_sigma_mm": (1.0, 3.0),
@@ -469,20 +472,22 @@ def part_cross(cache: Path) -> dict:
             mapped = R.mapped_slice(s_mask[sup], sup, AXIS, sub.volume, volume, transform)
             acc: Dict[str, Overlap] = {}
             first, last = q_slices[0], q_slices[-1]
+            # copy without registration: the support slice's prism at the same physical place
+            unmoved = R.map_support_mask(s_mask[sup], sup, AXIS, sub.volume, volume, sitk.Transform())
             for q in q_slices:
                 add(acc, "copy-after-affine", take_slice(prism, q, AXIS) > 0.5, ref[q])
-                # copy without registration: the support mask on the slice at the same relative position
-                add(acc, "copy (no registration)", s_mask[sup], ref[q])
+                add(acc, "copy, no registration", take_slice(unmoved, q, AXIS) > 0.5, ref[q])
+            del unmoved
             proto = R.support_prototype(sub.features(sup), sub.roi(s_mask[sup]))
             centre = int(round(mapped))
-            radius = int(np.ceil(R.AffineConfig().start_search_mm / float(volume.spacing[AXIS])))
+            radius = int(np.ceil(START_SEARCH_MM / float(volume.spacing[AXIS])))
             scores = {}
-            for q in range(centre - radius, centre + radius + 1):
+            for q in range(max(0, centre - radius), min(volume.array.shape[AXIS], centre + radius + 1)):
                 start = take_slice(prism, q, AXIS) > 0.5
-                if 0 <= q < volume.array.shape[AXIS] and start.any():
+                if start.any():
                     scores[q] = R.prototype_cosine(proto, query.features(q), query.roi(start))
             picked = R.choose_start_slice(scores, mapped)
-            starts = {"chain from the mapped slice": centre, "chain from the picked slice": picked}
+            starts = {"chain from the mapped slice": centre, "chain from the picked slice": picked}  # labels kept
             for name, q0 in starts.items():
                 soft0 = np.asarray(take_slice(prism, q0, AXIS), np.float32)
                 if q0 in q_slices:
@@ -556,15 +561,16 @@ def part_perf(cache: Path) -> dict:
     sub = colin(cache)
     backend()
     times = []
-    for i in (60, 70, 80):
+    mask_roi = sub.roi(sub.mask(names()["Thalamus_L"])[80])
+    proto = R.support_prototype(sub.features(80), mask_roi)
+    for i in (76, 78, 82, 84):
         roi = sub.geometry.image_to_roi(apply_window(take_slice(sub.array, i, AXIS), sub.bounds))
         t = time.perf_counter()
         feats = backend().encode([roi])[0].features["sam"]
-        times.append(time.perf_counter() - t)
+        encode = time.perf_counter() - t
         t = time.perf_counter()
-        R.prototype_cosine(feats.reshape(-1)[:1] * 0 + feats.reshape(feats.shape[0], -1).mean(1), feats,
-                           np.ones((256, 256), bool))
-        times[-1] = (times[-1], time.perf_counter() - t)
+        R.prototype_cosine(proto, feats, mask_roi)
+        times.append((encode, time.perf_counter() - t))
     out["encoder_seconds"] = float(np.mean([a for a, _ in times]))
     out["cosine_seconds"] = float(np.mean([b for _, b in times]))
     return out
@@ -574,6 +580,8 @@ def part_perf(cache: Path) -> dict:
 
 
 def part_montage(cache: Path, pictures: Path, structures: Sequence[str]) -> dict:
+    """Overlay PNGs (green: registration + random walker, dashed yellow: AAL) of protocol 2
+    and protocol 1 (nearest-support meeting) for ``structures``."""
     from SynPoLib.overlay import display_orientation, save_montage
 
     sub, lab = colin(cache), names()
@@ -581,20 +589,29 @@ def part_montage(cache: Path, pictures: Path, structures: Sequence[str]) -> dict
     written = {}
     for s in structures:
         ref = sub.mask(lab[s])
-        case = within_volume_case(s, sub.key, sub.labels, label=lab[s])
-        sup = case.support_slices[0]
-        out = np.zeros(ref.shape, np.uint8)
-        out[sup] = ref[sup]
-        titles = {sup: f"{sup} (support)"}
-        for step, _ in R.propagate_supports(sub.image, {sup: ref[sup]}, min(case.scored), max(case.scored),
-                                            sub.spacing, BASE):
-            out[step.index] = step.mask
-            titles[step.index] = f"{step.index}: Dice {overlap(step.mask, ref[step.index]).dice:.2f}"
-        path = pictures / f"p2_{s}.png"
-        save_montage(path, sub.array, out, AXIS, sorted(set(case.scored) | {sup}), sub.bounds, reference=ref,
-                     titles=titles, columns=8, title=f"{s}: registration + random walker (green) vs AAL (yellow)",
-                     orientation=display_orientation(sub.volume.direction, AXIS))
-        written[s] = str(path)
+        for protocol in ("p2", "p1"):
+            if protocol == "p2":
+                case = within_volume_case(s, sub.key, sub.labels, label=lab[s])
+            else:
+                case = fsmis_case(s, sub.key, sub.labels, sub.key, sub.labels, label=lab[s])
+            supports = {t: ref[t] for t in case.support_slices}
+            out = np.zeros(ref.shape, np.uint8)
+            titles = {}
+            for t in supports:
+                out[t] = ref[t]
+                titles[t] = f"{t} (support)"
+            for step, _ in R.propagate_supports(sub.image, supports, min(case.scored), max(case.scored),
+                                                sub.spacing, BASE):
+                out[step.index] = step.mask
+                titles[step.index] = (f"{step.index}: {overlap(step.mask, ref[step.index]).dice:.2f} "
+                                      f"(copy {overlap(ref[case.assignment_map[step.index]], ref[step.index]).dice:.2f})"
+                                      if step.index in case.assignment_map else str(step.index))
+            path = pictures / f"{protocol}_{s}.png"
+            save_montage(path, sub.array, out, AXIS, sorted(set(case.scored) | set(supports)), sub.bounds,
+                         reference=ref, titles=titles, columns=8,
+                         title=f"{s} {protocol}: registration + random walker (green) vs AAL (yellow); Dice (copy)",
+                         orientation=display_orientation(sub.volume.direction, AXIS))
+            written[f"{protocol} {s}"] = str(path)
     return written
 
 
@@ -698,6 +715,9 @@ def report(results: dict) -> str:
             structs = list(per)
             methods = [m for m in per[structs[0]] if m not in ("mapped", "picked", "true_middle")]
             lines += [f"### Colin27 -> {pair} ({len(structs)} structures; affine {res['affine_seconds']:.0f} s)", "",
+                      "Support: the middle structure slice of Colin27; scored: every query slice holding the "
+                      "structure. Picked slice: the best prototype cosine within "
+                      f"+-{START_SEARCH_MM:g} mm of the mapped slice.", "",
                       f"Built: {json.dumps(res['info'])}", "",
                       "| method | mean Dice | won vs copy-after-affine |", "|---|---|---|"]
             for m in methods:
