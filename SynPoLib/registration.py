@@ -33,7 +33,7 @@ import numpy as np
 from scipy import ndimage
 
 from .preprocess import apply_window
-from .synergy import build_prototype, mask_to_grid
+from .method.synergy import build_prototype, mask_to_grid
 
 #: the two time-split keys of every :class:`ChainStep`
 REGISTRATION = "registration"

@@ -8,7 +8,7 @@ The layers, first to last (a module may import from its own layer and earlier on
 2     presets
 3     io, metrics, figures, resize, preprocess, overlay (the leaves)
 4     backends
-5     method
+5     method, registration
 6     volume
 7     scene, files
 8     evaluation
@@ -35,7 +35,7 @@ LAYERS = [
     ("presets",),
     ("io", "metrics", "figures", "resize", "preprocess", "overlay"),
     ("backends",),
-    ("method",),
+    ("method", "registration"),
     ("volume",),
     ("scene", "files"),
     ("evaluation",),

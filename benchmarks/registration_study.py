@@ -19,7 +19,7 @@ Parts (every Dice is pooled over a structure's scored slices, then averaged over
 - ``p1``     protocol 1 (3 supports): the protocol's thirds, nearest-support meeting,
              distance-weighted blend of the two chains;
 - ``qc``     10 slices past each end: the prototype-cosine stop against the
-             relative-confidence stop (SynPoLib.qc), thresholds chosen on the LEFT 8;
+             relative-confidence stop (SynPoLib.volume.qc), thresholds chosen on the LEFT 8;
 - ``cross``  support in another volume: Colin27 -> a copy of it warped by a known smooth
              random deformation + intensity change, and Colin27 -> MNI152 (nilearn);
 - ``perf``   per-slice time split and peak memory for N and 5N slices;
@@ -58,9 +58,9 @@ from SynPoLib.io import Volume, read_volume  # noqa: E402
 from SynPoLib.metrics import Overlap, overlap  # noqa: E402
 from SynPoLib.preprocess import (SliceGeometry, in_plane_spacing, slice_geometry, take_slice,  # noqa: E402
                                  window_bounds, apply_window)
-from SynPoLib.qc import ChainState, relative_confidence  # noqa: E402
-from SynPoLib.refine import mask_score  # noqa: E402
-from SynPoLib.synergy import prepare_support, query_synergy  # noqa: E402
+from SynPoLib.volume.qc import ChainState, relative_confidence  # noqa: E402
+from SynPoLib.method.refine import mask_score  # noqa: E402
+from SynPoLib.method.synergy import prepare_support, query_synergy  # noqa: E402
 
 sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
 
@@ -174,7 +174,7 @@ def backend_probability(subject: Subject3D, index: int, soft: np.ndarray, cfg: R
     import torch
 
     from SynPoLib.backends.base import EncodedSlice
-    from SynPoLib.prompts import grow_box, mask_box
+    from SynPoLib.method.prompts import grow_box, mask_box
 
     inside = soft > cfg.threshold
     if not inside.any():
@@ -679,9 +679,9 @@ def report(results: dict) -> str:
     if "qc" in results:
         qc = results["qc"]
         lines += ["## Quality control: 10 slices past each end, where the structure ends", "",
-                  "Stop after 3 consecutive low slices (SynPoLib.qc.ChainState). Signals: `cos_prior` = cosine "
+                  "Stop after 3 consecutive low slices (SynPoLib.volume.qc.ChainState). Signals: `cos_prior` = cosine "
                   "between the support prototype and the prototype under the propagated mask (soft > 0.5), "
-                  "`cos_mask` = the same under the refined mask, `relative` = SynPoLib.qc's relative "
+                  "`cos_mask` = the same under the refined mask, `relative` = SynPoLib.volume.qc's relative "
                   "confidence (mean similarity in the refined mask / the support's own).", "",
                   "| signal | threshold | outside painted L8 | inside missed L8 | Dice range L8 | "
                   "outside painted R8 | inside missed R8 | Dice range R8 | Dice structure R8 |",

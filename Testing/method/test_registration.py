@@ -284,7 +284,7 @@ def test_prototype_cosine_drops_where_the_structure_ends():
     structure, background = rng.standard_normal(c), rng.standard_normal(c)
     roi = np.zeros((256, 256), bool)
     roi[96:160, 96:160] = True
-    from SynPoLib.synergy import mask_to_grid
+    from SynPoLib.method.synergy import mask_to_grid
 
     grid = mask_to_grid(roi, (g, g))
 
