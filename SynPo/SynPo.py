@@ -16,10 +16,10 @@ from typing import Annotated
 import qt
 import slicer
 import vtk
-# Node classes straight from their wrapping modules: the segmentation node is not in the
-# slicer namespace yet while the parameter node class below is created (Slicer's advice)
-from MRMLCorePython import vtkMRMLScalarVolumeNode
-from vtkSlicerSegmentationsModuleMRMLPython import vtkMRMLSegmentationNode
+# As Slicer's scripted-module template does. Both classes are wrapped in MRMLCore, which
+# "import slicer" loads before any module file runs, so the parameter node class below
+# can use them when Slicer loads this file (Testing/test_slicer_names.py checks it).
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.parameterNodeWrapper import Choice, Default, Minimum, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)

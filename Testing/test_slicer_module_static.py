@@ -219,8 +219,7 @@ def test_connected_slots_exist(tree):
 
 
 ALLOWED_TOP_LEVEL = {"importlib.util", "logging", "os", "sys", "time", "typing", "qt", "slicer", "vtk",
-                     "slicer.parameterNodeWrapper", "slicer.ScriptedLoadableModule", "slicer.util",
-                     "MRMLCorePython", "vtkSlicerSegmentationsModuleMRMLPython"}
+                     "slicer.parameterNodeWrapper", "slicer.ScriptedLoadableModule", "slicer.util"}
 
 
 def test_nothing_heavy_is_imported_when_slicer_loads_the_module(tree):
