@@ -356,12 +356,28 @@ def test_parameter_node_wrapper_instance_methods_exist():
     assert not problems, "\n".join(problems)
 
 
+def module_aliases(tree):
+    """Local names bound to Slicer's Python modules: ``packaging = importlib.import_module("slicer.packaging")``."""
+    out = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) \
+                and ast.unparse(node.value.func) == "importlib.import_module" and node.value.args \
+                and isinstance(node.value.args[0], ast.Constant) and node.value.args[0].value in API["python"]:
+            out.update({t.id: node.value.args[0].value for t in node.targets if isinstance(t, ast.Name)})
+    return out
+
+
 def test_keywords_passed_to_slicer_functions_exist():
+    tree = source_tree()
+    aliases = module_aliases(tree)
+    assert aliases == {"packaging": "slicer.packaging"}
     problems, checked = [], 0
-    for node in ast.walk(source_tree()):
+    for node in ast.walk(tree):
         if not isinstance(node, ast.Call) or not node.keywords:
             continue
         chain = attribute_chain(node.func)
+        if chain and chain[0] in aliases:
+            chain = aliases[chain[0]].split(".") + chain[1:]
         if not chain or chain[0] != "slicer" or len(chain) != 3:
             continue
         signature = API["python_functions"].get(".".join(chain))
@@ -371,7 +387,9 @@ def test_keywords_passed_to_slicer_functions_exist():
         for kw in node.keywords:
             if kw.arg is not None and kw.arg not in signature["parameters"] and not signature["varkw"]:
                 problems.append(f"line {node.lineno}: {'.'.join(chain)}() has no keyword {kw.arg}")
-    assert checked >= 2
+        if chain[:2] == ["slicer", "packaging"] and chain[2] not in API["python"]["slicer.packaging"]:
+            problems.append(f"line {node.lineno}: slicer.packaging has no {chain[2]}")
+    assert checked >= 4
     assert not problems, "\n".join(problems)
 
 
