@@ -326,6 +326,7 @@ def main(argv=None):
     parser.add_argument("--slicer-git-dir", required=True)
     parser.add_argument("--slicer-ref", default="HEAD")
     parser.add_argument("--ctk-git-dir", required=True)
+    parser.add_argument("--index-git-dir", help="Slicer/ExtensionsIndex: writes extensions-index.json")
     parser.add_argument("--out", default=str(HERE))
     args = parser.parse_args(argv)
     slicer = Repo(args.slicer_git_dir, args.slicer_ref)
@@ -378,6 +379,24 @@ def main(argv=None):
                 header.format(path=path).replace("../../", "../../../") + text)
     (out / "LICENSE-Slicer.txt").write_text(slicer.show("License.txt"))
     print(f"wrote {out / 'slicer-api.json'} from Slicer {data['slicer']['describe']}")
+    if args.index_git_dir:
+        index = Repo(args.index_git_dir, "HEAD")
+        checks = index.show("scripts/check_description_files.py")
+        schemas = sorted(f for f in index.files() if re.match(r"schemas/slicer-extension-catalog-entry-schema-v[\d.]+\.json$", f))
+        rules = {
+            "about": "The Extensions Index's rules for a description file, read by regenerate.py from "
+                     "scripts/check_description_files.py and schemas/; Testing/test_extension_index.py applies them.",
+            "repository": "https://github.com/Slicer/ExtensionsIndex", "commit": index.commit,
+            "accepted_categories": ast.literal_eval(re.search(r"ACCEPTED_EXTENSION_CATEGORIES = (\[.*?\])", checks, re.S).group(1)),
+            "license_file_names": ast.literal_eval(re.search(r"license_file_names = (\[.*?\])", checks).group(1)),
+            "repository_size_limit_mb": int(re.search(r"size_limit_mb = (\d+)", checks).group(1)),
+            "repository_name_prefixes": ast.literal_eval(re.search(r"allowed_prefixes = (\[.*?\])", checks).group(1)),
+            "scm_url_schemes": ast.literal_eval(re.search(r"supported_schemes = (\[.*?\])", checks).group(1)),
+            "schema_file": schemas[-1],
+            "schema": json.loads(index.show(schemas[-1])),
+        }
+        (out / "extensions-index.json").write_text(json.dumps(rules, indent=1) + "\n")
+        print(f"wrote {out / 'extensions-index.json'} from ExtensionsIndex {index.commit[:10]}")
     return 0
 
 
