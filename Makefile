@@ -41,11 +41,20 @@ $(VENV)/.installed-lite: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q -e ".[lite]"
 	touch $@
 
+# QT_LIBS: what PySide6's offscreen Qt needs from the system (the Slicer module's headless
+# widget tests draw with it; no display and no Xvfb). Installed only when Qt cannot start.
+QT_LIBS := libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3 fonts-dejavu-core
+QT_CHECK := QT_QPA_PLATFORM=offscreen $(BIN)/python -c "from PySide6 import QtWidgets; QtWidgets.QApplication([])"
+
 install-test: $(VENV)/.installed-test
 $(VENV)/.installed-test: $(VENV)/.installed-lite
+	# the test extra brings PySide6-Essentials (a real Qt for the Slicer module's tests)
 	$(BIN)/pip install -q -e ".[lite,paper,test]"
 	# sam2 builds against the installed torch; its CUDA extension is optional
 	SAM2_BUILD_CUDA=0 $(BIN)/pip install -q --no-build-isolation "sam2==1.1.0"
+	$(QT_CHECK) 2>/dev/null || $(SUDO) apt-get install -y -q $(QT_LIBS) || \
+		($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $(QT_LIBS))
+	$(QT_CHECK)
 	touch $@
 
 clean:
