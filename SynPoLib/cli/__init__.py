@@ -17,6 +17,7 @@ from ..errors import InputError
 #: subcommand -> the module that implements it (imported when the parser is built)
 COMMANDS = {
     "segment": "segment",
+    "batch": "batch",
     "demo": "demo",
     "eval": "eval",
     "weights": "weights",
