@@ -23,7 +23,7 @@ import numpy as np
 
 from ..backends.base import Backend
 from ..config import Mode, SynPoConfig
-from ..errors import Cancelled
+from ..errors import Cancelled, InputError
 from ..presets import preset
 from .sink import ResultSink
 from .types import (CancelCheck, Chain, Job, ProgressCallback, ProgressEvent, SliceRecord, SliceSelection, Support,
@@ -83,8 +83,16 @@ def segment_volume(backend: Backend, query: np.ndarray, support: Support, *,
     slices part of the result as labelled instead of re-segmenting them. A cancelled
     run raises :class:`~SynPoLib.errors.Cancelled`; the inputs are never written to.
     """
+    if not callable(getattr(backend, "encode", None)) or not callable(getattr(backend, "predict", None)):
+        raise InputError(f"backend must be a SynPoLib Backend (create_backend('lite')), got {type(backend).__name__}")
     if config is None:
         config = preset(backend.preset)
+    if not isinstance(config, SynPoConfig):
+        raise InputError(f"config must be a SynPoConfig, got {type(config).__name__}")
+    mode = config.propagation.mode
+    if mode in (Mode.VIDEO, Mode.HYBRID) and not getattr(getattr(backend, "inner", backend), "video", False):
+        raise InputError(f"the {mode.value} mode runs SAM 2.1's video predictor, which the {backend.name or 'given'} "
+                         "backend does not have: use a sam2 or synpo backend, or the slices / propagate mode")
     job = Job.build(backend, query, support, config, slices=slices, query_spacing=query_spacing,
                     query_window=query_window, assignment=assignment, same_volume=same_volume,
                     batch_size=batch_size)

@@ -97,7 +97,7 @@ class ResultSink:
                         rec.pixels = kept
             out = cleaned
         self.records.sort(key=lambda r: r.index)
-        return VolumeResult(mask=out, records=self.records, axis=job.axis, window=job.q_window)
+        return VolumeResult(mask=out, records=self.records, axis=job.axis, window=job.q_window, notes=job.notes)
 
 
 class Direction:
@@ -120,6 +120,7 @@ class Direction:
     def accept(self, record: SliceRecord, mask: np.ndarray) -> np.ndarray:
         """Apply the acceptance rule to ``record``; the mask that counts (empty if refused)."""
         quality = self.sink.quality
+        mask = self.sink.job.paintable(record.index, mask)
         pixels = int(np.count_nonzero(mask))
         accepted = pixels >= max(quality.min_pixels, 1)
         if quality.min_score is not None and not record.score >= quality.min_score:
