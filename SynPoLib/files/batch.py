@@ -253,24 +253,19 @@ def prepare(request: BatchRequest):
     out = Path(request.out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out must be a folder, got the file {out}")
-    jobs = [make_job(case, options, out, labelmap=request.labelmaps) for case in cases]
-    _check_outputs_apart(jobs)
-    invalid = {}
-    for job in jobs:
-        problem = validate_job(job)
+    jobs, invalid = [], {}
+    for case in cases:
+        job, problem = make_job(case, options, out, labelmap=request.labelmaps)
+        jobs.append(job)
         if problem:
             invalid[job.name] = problem
+    _check_outputs_apart(jobs)
     if invalid and (request.strict or len(invalid) == len(jobs)):
         name, problem = next(iter(invalid.items()))
         job = next(j for j in jobs if j.name == name)
         more = f" (and {len(invalid) - 1} more row(s))" if len(invalid) > 1 else ""
         raise InputError(f"manifest row {job.case.row} ({name}): {problem}{more}")
     return jobs, invalid
-
-
-def validate_job(job: CaseJob) -> Optional[str]:
-    """Why the case cannot run, or None. The checks are ``synpo segment``'s own."""
-    return None
 
 
 def _check_outputs_apart(jobs: Sequence[CaseJob]) -> None:

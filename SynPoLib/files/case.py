@@ -16,7 +16,7 @@ import traceback
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -53,9 +53,13 @@ def case_outputs(case_dir: os.PathLike, name: str, labelmap: bool = False) -> Di
     return out
 
 
-def make_job(case: Case, shared: dict, out_dir: os.PathLike, labelmap: bool = False) -> CaseJob:
-    """The case's :class:`SegmentRequest`: the shared options, the row's inputs, its outputs."""
+def make_job(case: Case, shared: dict, out_dir: os.PathLike,
+             labelmap: bool = False) -> Tuple[CaseJob, Optional[str]]:
+    """The case's job (the shared options, the row's inputs, its outputs), and why it
+    cannot run (None when it can): ``synpo segment``'s own checks
+    (:func:`SynPoLib.files.check_request`), made before any case runs."""
     from .status import config_fingerprint
+    from .validate import check_request
 
     case_dir = Path(out_dir) / "cases" / case.name
     outputs = case_outputs(case_dir, case.name, labelmap)
@@ -68,7 +72,14 @@ def make_job(case: Case, shared: dict, out_dir: os.PathLike, labelmap: bool = Fa
         # the montage is the batch's own small one (run_case), not segment's 18 panels
         "png": None, "confidence_png": None, "quiet": True,
     })
-    return CaseJob(case=case, request=request, case_dir=str(case_dir), fingerprint=config_fingerprint(request))
+    config, problem = None, None
+    try:
+        config = check_request(request).config
+    except InputError as exc:
+        problem = str(exc)
+    job = CaseJob(case=case, request=request, case_dir=str(case_dir),
+                  fingerprint=config_fingerprint(request, config))
+    return job, problem
 
 
 def now() -> str:
@@ -192,14 +203,14 @@ def save_case_montage(path: os.PathLike, job: CaseJob, outcome) -> List[int]:
     from ..io import atomic_path, read_volume
     from ..overlay import display_orientation, save_montage
     from ..preprocess import in_plane_spacing
-    from .inputs import select_label
+    from .validate import select_structure
 
     r, result = job.request, outcome.result
     query = read_volume(r.query)
     reference = None
     if r.reference:
         ref_label = r.reference_label if r.reference_label is not None else r.label
-        reference = select_label(read_volume(r.reference).array, ref_label, r.reference)
+        reference = select_structure(read_volume(r.reference).array, ref_label, "--reference", r.reference)
     records = {rec.index: rec for rec in result.records}
     shown = montage_slices(result.records, outcome.flags)
     titles = {}

@@ -70,13 +70,15 @@ def input_digests(inputs: Mapping[str, str]) -> Dict[str, dict]:
     return out
 
 
-def config_fingerprint(request) -> str:
+def config_fingerprint(request, config=None) -> str:
     """Identity of what a :class:`~SynPoLib.files.SegmentRequest` computes, paths aside.
 
     Covers every option that changes the result (backend and model options, window,
-    mode, ``--set`` edits, axis, label, slices...), the contents of a ``--config`` file
-    and of local checkpoints, every preset's values and SynPoLib's version: a change
-    to any of them runs the case again.
+    mode, ``--set`` edits, axis, label, slices...), the effective configuration
+    ``config`` (a :class:`~SynPoLib.config.SynPoConfig`, as the checks resolved it;
+    without it, every preset's values), the contents of a ``--config`` file and of
+    local checkpoints, and SynPoLib's version: a change to any of them runs the case
+    again.
     """
     from .. import __version__
     from ..presets import PRESETS
@@ -90,7 +92,10 @@ def config_fingerprint(request) -> str:
                 payload[key] = file_digest(fields[key])
             except OSError:
                 payload[key] = f"unreadable: {fields[key]}"
-    payload["presets"] = {name: cfg.to_dict() for name, cfg in sorted(PRESETS.items())}
+    if config is not None:
+        payload["effective_config"] = config.to_dict()
+    else:
+        payload["presets"] = {name: cfg.to_dict() for name, cfg in sorted(PRESETS.items())}
     payload["version"] = __version__
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
