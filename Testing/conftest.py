@@ -57,3 +57,65 @@ def ellipsoid_volume(shape=(16, 20, 24), centre=None, radii=None, seed=0):
 @pytest.fixture
 def blob():
     return ellipsoid_volume()
+
+
+@pytest.fixture(scope="session")
+def batch_cohort(tmp_path_factory):
+    """Four small real volumes for batch runs, and two broken files.
+
+    Colin27 crops (2 slices of 48 x 48 voxels through the left thalamus, AAL label 77)
+    at two offsets, with their AAL crops as references, and the nilearn MNI152 T1
+    cropped at the same physical places (no reference: a cohort scan). The support is
+    ``colin_a`` with its AAL labels, labelled on slice 0. ``broken`` is ``mni_a`` cut in
+    half (a download that stopped); ``blank`` is a readable NRRD with no finite voxel.
+    """
+    import SimpleITK as sitk
+    from nilearn.datasets import load_mni152_template
+
+    folder = tmp_path_factory.mktemp("cohort")
+    t1, atlas = TEMPLATES / "ch2.nii.gz", TEMPLATES / "aal.nii.gz"
+    assert t1.is_file() and atlas.is_file(), "real test data missing; run: apt-get install mricron-data"
+    colin, aal = sitk.ReadImage(str(t1)), sitk.ReadImage(str(atlas))
+    mni_file = folder / "mni152.nii.gz"
+    load_mni152_template(resolution=1).to_filename(str(mni_file))
+    mni = sitk.ReadImage(str(mni_file))
+    paths = {}
+    for name, (i0, j0, k0) in {"a": (55, 83, 80), "b": (57, 85, 81)}.items():
+        region = (slice(i0, i0 + 48), slice(j0, j0 + 48), slice(k0, k0 + 2))  # SimpleITK indexes (i, j, k)
+        for key, image in (("colin", colin), ("aal", aal)):
+            paths[f"{key}_{name}"] = folder / f"{key}_{name}.nii.gz"
+            sitk.WriteImage(image[region], str(paths[f"{key}_{name}"]))
+        corner = mni.TransformPhysicalPointToIndex(colin.TransformIndexToPhysicalPoint((i0, j0, k0)))
+        mi, mj, mk = corner
+        paths[f"mni_{name}"] = folder / f"mni_{name}.nii.gz"
+        sitk.WriteImage(mni[mi:mi + 48, mj:mj + 48, mk:mk + 2], str(paths[f"mni_{name}"]))
+    data = paths["mni_a"].read_bytes()
+    paths["broken"] = folder / "broken.nii.gz"
+    paths["broken"].write_bytes(data[: len(data) // 2])
+    blank = sitk.Image(48, 48, 2, sitk.sitkFloat32) + float("nan")
+    blank.CopyInformation(sitk.ReadImage(str(paths["mni_a"])))
+    paths["blank"] = folder / "blank.nrrd"
+    sitk.WriteImage(blank, str(paths["blank"]))
+    paths["folder"] = folder
+    return paths
+
+
+#: the batch cohort's cases: (name, query, reference) keys of ``batch_cohort``
+BATCH_CASES = (("colin_a", "colin_a", "aal_a"), ("colin_b", "colin_b", "aal_b"), ("mni_a", "mni_a", None),
+               ("mni_b", "mni_b", None))
+
+
+def batch_manifest(path, cohort, cases=BATCH_CASES, extra=()):
+    """A CSV manifest of ``cases`` ((name, query key, reference key or None)) and ``extra``
+    ((name, query path)) rows; returns its path."""
+    lines = ["output,query,reference"]
+    lines += [f"{name},{cohort[q]},{cohort[r] if r else ''}" for name, q, r in cases]
+    lines += [f"{name},{query}," for name, query in extra]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def batch_shared(cohort, **more):
+    """The shared support of the batch cohort: colin_a's AAL thalamus on slice 0."""
+    return {"support": str(cohort["colin_a"]), "support_mask": str(cohort["aal_a"]), "support_slice": [0],
+            "label": 77, "backend": "lite", **more}

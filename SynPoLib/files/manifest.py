@@ -169,9 +169,9 @@ def _json_rows(path: Path, text: str) -> Tuple[List[Dict[str, Any]], Dict[str, A
 
 
 def _check_keys(where: str, keys) -> None:
-    unknown = [k for k in keys if k not in FIELDS]
+    unknown = [str(k) if str(k).strip() else "(a column with no name)" for k in keys if k not in FIELDS]
     if unknown:
-        raise InputError(f"{where}: unknown field(s) {', '.join(map(str, unknown))}; known: {', '.join(FIELDS)}")
+        raise InputError(f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(FIELDS)}")
 
 
 def _absolute(field: str, value: Any, base: Path) -> Any:
