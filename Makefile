@@ -48,8 +48,9 @@ QT_CHECK := QT_QPA_PLATFORM=offscreen $(BIN)/python -c "from PySide6 import QtWi
 
 install-test: $(VENV)/.installed-test
 $(VENV)/.installed-test: $(VENV)/.installed-lite
-	# the test extra brings PySide6-Essentials (a real Qt for the Slicer module's tests)
-	$(BIN)/pip install -q -e ".[lite,paper,test]"
+	# the test extra brings PySide6-Essentials (a real Qt for the Slicer module's tests);
+	# ray: the batch engine's tests run on a real local Ray cluster (never skipped)
+	$(BIN)/pip install -q -e ".[lite,paper,ray,test]"
 	# sam2 builds against the installed torch; its CUDA extension is optional
 	SAM2_BUILD_CUDA=0 $(BIN)/pip install -q --no-build-isolation "sam2==1.1.0"
 	$(QT_CHECK) 2>/dev/null || $(SUDO) apt-get install -y -q $(QT_LIBS) || \

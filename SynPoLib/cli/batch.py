@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import Cancelled
+from ..errors import Cancelled, Terminated
 from ..files import BatchRequest, run_batch
 from ..files.segment import SegmentRequest
 from .common import add_backend_arguments, add_method_arguments, add_model_arguments
@@ -96,14 +96,17 @@ class BatchBar:
 
 
 def run(args: argparse.Namespace) -> int:
+    from . import EXIT_INTERRUPTED, EXIT_TERMINATED
+
     bar = BatchBar(enabled=not args.quiet)
     try:
         outcome = run_batch(request_from_args(args), progress=bar)
-    except (KeyboardInterrupt, Cancelled):
+    except (KeyboardInterrupt, Cancelled) as exc:
         bar.close()
-        print(f"synpo: batch stopped; finished cases are kept in {args.out} and the same command resumes",
+        why = "terminated" if isinstance(exc, Terminated) else "stopped"
+        print(f"synpo: batch {why}; finished cases are kept in {args.out} and the same command resumes",
               file=sys.stderr)
-        return 130
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     finally:
         bar.close()
     for line in outcome.report_lines():

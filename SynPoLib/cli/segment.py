@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from ..files import SegmentRequest, segment_files
-from .common import ProgressBar, add_backend_arguments
+from .common import ProgressBar, add_backend_arguments, add_method_arguments, add_model_arguments
 
 HELP = "segment a structure in a volume from labelled support slice(s)"
 
@@ -24,19 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="array axis of the slices, in (k, j, i) order: 0 = k (default), 1 = j, 2 = i")
     p.add_argument("--label", type=int, help="label value of the structure in --support-mask")
     add_backend_arguments(p)
-    p.add_argument("--sam2-size", default=None, choices=("tiny", "small", "base_plus", "large"),
-                   help="SAM 2.1 size for the synpo and sam2 backends (default: large, the paper's)")
-    p.add_argument("--dino-model", default=None,
-                   help="DINOv2 of the synpo backend: vits14, vitb14, vitl14, vitg14, each also -reg4, or sinder "
-                        "(the paper's SINDER ViT-g/14) (default: vitl14-reg4)")
-    p.add_argument("--sam2-checkpoint", default=None, help="local SAM 2.1 checkpoint (.pt) instead of the cached one")
-    p.add_argument("--dino-checkpoint", default=None,
-                   help="local DINOv2 checkpoint, timm or original DINOv2 format (e.g. SINDER's sinder.pth)")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
-                   help="GPU autocast precision (default: auto = bf16 where supported, else fp16; fp32 on CPU)")
-    p.add_argument("--weights-dir", default=None, help="weights cache folder (default: $SYNPO_WEIGHTS_DIR or "
-                                                       "~/.cache/synpo/weights)")
-    p.add_argument("--offline", action="store_true", help="never download weights (also: SYNPO_OFFLINE=1)")
+    add_model_arguments(p)
     p.add_argument("--range", dest="slice_range", help="query slices START:STOP, half-open (default: all)")
     p.add_argument("--out", required=True, help="output segmentation (.seg.nrrd)")
     p.add_argument("--labelmap", help="also write the mask as a labelmap image (e.g. .nii.gz)")
@@ -47,22 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default=None, help="segment name (default: SynPo or the label)")
     p.add_argument("--color", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
                    help="segment colour, 0..1 each")
-    p.add_argument("--window", type=float, nargs=2, metavar=("LOW", "HIGH"),
-                   help="intensity window for both volumes (default: CT [-125, 275] HU or MRI 0.5-99.5%%)")
-    p.add_argument("--config", help="JSON file of configuration sections (see SynPoLib.config)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                   help="override one parameter, e.g. --set points.n_negative=2 (repeatable)")
-    p.add_argument("--mode", choices=("slices", "propagate", "video", "hybrid"), default=None,
-                   help="slices: each slice from the support (the paper); propagate: also from the previous "
-                        "slice's result; video / hybrid: SAM2's video predictor (sam2/synpo backends)")
-    p.add_argument("--no-auto-stop", action="store_true",
-                   help="paint every slice in the range, even past the structure's end")
-    p.add_argument("--largest-component", action="store_true",
-                   help="keep only the 3D part connected to the support (or the largest)")
+    add_method_arguments(p)
     p.add_argument("--confidence-png", help="write a plot of per-slice confidence with flagged slices")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="query slices per encoder batch (default: 1 on CPU, 16 on a GPU; the GPU batch shrinks "
-                        "to the free memory and halves on out-of-memory)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
