@@ -931,6 +931,52 @@ class SynPoLogic(ScriptedLoadableModuleLogic):
         """Remove a finished run's result: its segment, or the node it created (nothing else)."""
         run.writer.undo()
 
+    # -- cohorts: SynPoLib.files.run_batch (the same as `synpo batch`)
+    def batch(self, manifest, outputFolder, shared=None, engine="local", workers=None, address=None,
+              cancel=None, progress=None):
+        """Segment every case of a manifest (CSV or JSON: query, support, support_mask, support_slice,
+        label, ..., output) into ``outputFolder``; returns SynPoLib's BatchOutcome. ``shared``: options
+        for every case, as ``synpo segment`` names them (e.g. ``{"support_mask": path, "support_slice":
+        [81], "label": 77, "backend": "lite"}``). Runs on a worker thread while the GUI stays live;
+        set the ``cancel`` threading.Event to stop (finished cases are kept; the same call resumes).
+        ``progress`` receives a BatchProgress after each case. Load the results with loadBatchResults."""
+        import threading
+
+        from SynPoLib.files import BatchRequest, run_batch
+
+        request = BatchRequest(manifest=manifest, out=str(outputFolder), shared=dict(shared or {}), engine=engine,
+                               workers=workers, address=address)
+        done = {}
+
+        def work():
+            try:
+                done["outcome"] = run_batch(request, progress=progress, cancel=cancel)
+            except BaseException as exc:  # noqa: BLE001 - re-raised on the main thread below
+                done["error"] = exc
+
+        worker = threading.Thread(target=work, name="SynPo batch", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.1)
+            slicer.app.processEvents()
+        if "error" in done:
+            raise done["error"]
+        return done["outcome"]
+
+    @staticmethod
+    def loadBatchResults(outputFolder, count=None):
+        """Load a batch's finished cases (query volume + segmentation), worst first, into the scene;
+        ``count`` limits how many. Returns (volume node, segmentation node) pairs."""
+        import os
+
+        from SynPoLib import scene
+        from SynPoLib.files import batch_results
+
+        pairs = [(record["query"], os.path.join(str(outputFolder), "cases", record["case"],
+                                                record["case"] + ".seg.nrrd"), record["case"])
+                 for record in batch_results(outputFolder) if record.get("state") == "done"]
+        return scene.load_results(slicer.mrmlScene, pairs[:count] if count else pairs)
+
 
 #
 # Self-test (runs inside Slicer: Developer Tools > Reload and Test)

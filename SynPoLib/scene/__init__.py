@@ -9,6 +9,7 @@ neither. The Slicer module's Logic is a thin caller of these names.
 - :mod:`.writer`: the result as a new segment, with rollback and undo;
 - :mod:`.runs`: inputs read once, the model on a worker thread, streaming writes;
 - :mod:`.slicing`: slice and grid arithmetic between volumes (pure numpy);
+- :mod:`.loading`: result files (a batch's volumes and segmentations) into the scene;
 - :mod:`.selftest`: the module self-test's recipe, shared with pytest.
 """
 
@@ -16,6 +17,7 @@ from ..errors import MRMLInputError, RunInProgress
 from .nodes import (BINARY_LABELMAP, DEFAULT_COLOR, ViewSlice, contrasting_color, default_inputs, display_window,
                     ensure_converter_rules, ijk_to_world, parent_to_world, same_node, segment_array, segment_color,
                     segment_names, slice_center_ras, slice_from_view, support_slices_from_segment, volume_array)
+from .loading import load_results, load_segmentation, load_volume
 from .runs import NodeInputs, RunStatus, SegmentationRun, active_run, read_inputs, run_on_nodes
 from .slicing import (AXIS_MATCH_DEGREES, Reorientation, axis_direction_name, guess_axis, labelled_slices, map_slice,
                       query_slices, spacing_kji, voxel_centers_ras)
@@ -28,6 +30,8 @@ __all__ = [
     "ViewSlice", "ensure_converter_rules", "BINARY_LABELMAP", "default_inputs", "support_slices_from_segment",
     # a segment out
     "SegmentWriter", "contrasting_color", "DEFAULT_COLOR",
+    # files in (a batch's results, for review)
+    "load_results", "load_segmentation", "load_volume",
     # runs
     "NodeInputs", "RunInProgress", "RunStatus", "SegmentationRun", "active_run", "run_on_nodes",
     # slice geometry
