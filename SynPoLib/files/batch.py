@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
 
 from ..errors import Cancelled, InputError
 from .case import CaseJob, make_job, record_failure
-from .manifest import SHARED_FIELDS, Case, Source, read_manifest
+from .manifest import SHARED_FIELDS, Source, read_manifest
 from .segment import SegmentRequest
 from .status import finished, input_digests, read_status
 from .summary import write_summary
@@ -150,6 +152,39 @@ def run_batch(request: BatchRequest, progress: Optional[Callable[[BatchProgress]
     """
     started = time.perf_counter()
     jobs, invalid = prepare(request)
+    with batch_lock(Path(request.out)):
+        return _run_prepared(request, jobs, invalid, started, progress, cancel, on_actors)
+
+
+@contextmanager
+def batch_lock(out: Path) -> Iterator[None]:
+    """Hold ``out/batch.lock`` for the run: two drivers on one folder would do cases twice."""
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; one driver per folder is the user's care
+        yield
+        return
+    handle = open(out / "batch.lock", "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise InputError(f"another synpo batch ({holder}) is writing into {out}: wait for it to end, "
+                             "or choose another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # closing releases the lock
+
+
+def _run_prepared(request: BatchRequest, jobs: List[CaseJob], invalid: Dict[str, str], started: float,
+                  progress, cancel: Cancel, on_actors) -> BatchOutcome:
     out = Path(request.out)
     records: Dict[str, Optional[dict]] = {}
     todo: List[CaseJob] = []
@@ -232,6 +267,11 @@ def prepare(request: BatchRequest):
         raise InputError(f"unknown engine {request.engine!r}; choose from {', '.join(ENGINES)}")
     if request.workers is not None and request.workers < 1:
         raise InputError(f"--workers must be at least 1, got {request.workers}")
+    if request.engine != "ray":
+        ray_only = (("--address", request.address), ("--gpus-per-worker", request.gpus_per_worker))
+        given = [flag for flag, value in ray_only if value is not None]
+        if given:
+            raise InputError(f"{', '.join(given)} apply to --engine ray")
     if request.retries < 0:
         raise InputError(f"--retries must be 0 or more, got {request.retries}")
     if request.cpus_per_worker is not None and request.cpus_per_worker <= 0:
@@ -300,11 +340,11 @@ def _engine(request: BatchRequest, jobs, on_start, on_result, should_stop, on_ac
                        retries=request.retries, on_actors=on_actors)
     from .engine_local import run_pool, run_sequential
 
+    threads = max(1, int(request.cpus_per_worker)) if request.cpus_per_worker else None
     if (request.workers or 1) > 1 and len(jobs) > 1:
         return run_pool(jobs, min(request.workers, len(jobs)), on_start, on_result, should_stop,
-                        retries=request.retries,
-                        threads=max(1, int(request.cpus_per_worker)) if request.cpus_per_worker else None)
-    return run_sequential(jobs, on_start, on_result, should_stop)
+                        retries=request.retries, threads=threads)
+    return run_sequential(jobs, on_start, on_result, should_stop, threads=threads)
 
 
 def batch_results(out: os.PathLike) -> List[dict]:

@@ -113,7 +113,7 @@ def run_case(job: CaseJob, should_stop: Optional[Callable[[], bool]] = None,
     nothing written and the record's state is ``cancelled`` (not stored: the next run
     does the case). ``worker`` describes who ran it (stored in the record).
     """
-    started, t0 = now(), time.perf_counter()
+    started, t0, cpu0 = now(), time.perf_counter(), time.process_time()
     folder = Path(job.case_dir)
     info = dict(worker or {}, host=socket.gethostname(), pid=os.getpid())
     removed = remove_partial_files(folder)
@@ -138,7 +138,11 @@ def run_case(job: CaseJob, should_stop: Optional[Callable[[], bool]] = None,
                              seconds={"total": round(time.perf_counter() - t0, 3), "hash": round(hashed, 3),
                                       "segment": round(outcome.seconds, 3),
                                       "read_write": round(t_seg - t0 - hashed - outcome.seconds, 3),
-                                      "montage": round(time.perf_counter() - t_seg, 3)},
+                                      "montage": round(time.perf_counter() - t_seg, 3),
+                                      # CPU time of the worker's process (all its threads): the
+                                      # case's cost whatever else the machine runs
+                                      "cpu": round(time.process_time() - cpu0, 3),
+                                      **slice_seconds(outcome.result.records)},
                              backend=outcome.backend, config=outcome.config.to_dict())
     except Cancelled:
         return base_record(job, "cancelled", "stopped before it finished", worker=info)
@@ -155,6 +159,16 @@ def run_case(job: CaseJob, should_stop: Optional[Callable[[], bool]] = None,
 def _failed(job: CaseJob, error: str, digests: dict, started: str, t0: float, info: dict, **extra) -> dict:
     return base_record(job, "failed", error, inputs=digests, started=started, worker=info,
                        seconds={"total": round(time.perf_counter() - t0, 3)}, **extra)
+
+
+def slice_seconds(records) -> Dict[str, float]:
+    """The per-slice timings summed over the case (encoder, decoder, SynPo's own work):
+    what a faster device would shorten, against the rest of the case's time."""
+    totals: Dict[str, float] = {}
+    for rec in records:
+        for key, value in (rec.timings or {}).items():
+            totals[f"slices_{key}"] = totals.get(f"slices_{key}", 0.0) + float(value)
+    return {k: round(v, 3) for k, v in sorted(totals.items())}
 
 
 def qc_summary(outcome) -> dict:

@@ -52,11 +52,11 @@ def load_models(request, threads: Optional[int] = None) -> float:
 
 
 def run_sequential(jobs: Sequence[CaseJob], on_start: Callable, on_result: Callable,
-                   should_stop: Callable[[], bool]) -> EngineReport:
+                   should_stop: Callable[[], bool], threads: Optional[int] = None) -> EngineReport:
     report = EngineReport("local", 1)
     if not jobs:
         return report
-    worker = {"name": "local", "engine": "local", "load_seconds": round(load_models(jobs[0].request), 3)}
+    worker = {"name": "local", "engine": "local", "load_seconds": round(load_models(jobs[0].request, threads), 3)}
     for job in jobs:
         if should_stop():
             break

@@ -79,3 +79,19 @@ def test_a_failed_case_makes_exit_code_1_and_says_why(batch_cohort, tmp_path, ca
     with open(out / "summary.csv") as handle:
         (row,) = list(csv.DictReader(handle))
     assert row["status"] == "failed" and "no voxel holds a finite value" in row["error"]
+
+
+def test_ray_options_need_the_ray_engine_and_one_driver_per_folder(batch_cohort, tmp_path, capsys):
+    manifest = batch_manifest(tmp_path / "m.csv", batch_cohort)
+    out = tmp_path / "out"
+    code, _, err = run_cli(["batch", manifest, "--out", out, "--address", "auto", *shared_args(batch_cohort)], capsys)
+    assert_refused(code, err, out, "--address apply to --engine ray")
+    # a second driver on a folder another one holds is refused, before it touches a case
+    import fcntl
+
+    out.mkdir()
+    with open(out / "batch.lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        code, _, err = run_cli(["batch", manifest, "--out", out, *shared_args(batch_cohort)], capsys)
+    assert code == 2 and "another synpo batch" in err and "is writing into" in err
+    assert not (out / "cases").exists()
