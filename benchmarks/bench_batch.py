@@ -94,6 +94,9 @@ def run_config(cohort: dict, out: Path, engine: str, workers: int) -> dict:
         "engine": engine, "workers": workers, "cases": len(records), "wall_s": round(wall, 2),
         "cases_per_min": round(len(records) / wall * 60, 2),
         "load_s": round(statistics.mean(loads.values()), 2), "per_case_s": round(mean("total"), 2),
+        # CPU seconds a case costs its worker (all threads): what an idle machine would take per core
+        "cpu_per_case_s": round(mean("cpu"), 2),
+        "cases_per_min_per_core_idle": round(60 / mean("cpu"), 2),
         "encode_s": round(mean("slices_encode"), 2), "decode_s": round(mean("slices_decode"), 2),
         "synpo_s": round(mean("slices_synpo"), 2), "montage_s": round(mean("montage"), 2),
         "read_write_s": round(mean("read_write") + mean("hash"), 2), "query_slices": round(slices, 1),
@@ -127,12 +130,12 @@ def main(argv=None) -> int:
         results["configs"].append(row)
     results["load_average_after"] = os.getloadavg()
     (out / "batch.json").write_text(json.dumps(results, indent=1))
-    print("\n| engine | workers | cases | wall (s) | cases/min | model load (s) | per case (s) | encoder (s) "
-          "| decoder + SynPo (s) | read/write + montage (s) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| engine | workers | cases | wall (s) | cases/min | model load (s) | per case (s) | CPU per case (s) "
+          "| encoder (s) | decoder + SynPo (s) | read/write + montage (s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results["configs"]:
         print(f"| {r['engine']} | {r['workers']} | {r['cases']} | {r['wall_s']} | {r['cases_per_min']} | {r['load_s']} "
-              f"| {r['per_case_s']} | {r['encode_s']} | {round(r['decode_s'] + r['synpo_s'], 2)} "
+              f"| {r['per_case_s']} | {r['cpu_per_case_s']} | {r['encode_s']} | {round(r['decode_s'] + r['synpo_s'], 2)} "
               f"| {round(r['read_write_s'] + r['montage_s'], 2)} |")
     print(f"\nload average before {results['load_average_before']}, after {results['load_average_after']}; "
           f"Ray start {results.get('ray_init_s')} s")

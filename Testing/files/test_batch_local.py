@@ -159,3 +159,25 @@ def test_cancel_keeps_finished_cases_and_the_rerun_does_the_rest(batch_cohort, t
     assert sorted(rerun.ran) == sorted(set(VALID) - set(finished))
     assert sorted(rerun.done) == sorted(VALID)
 
+
+
+def test_an_unexpected_error_in_a_case_is_recorded_not_raised(batch_cohort, tmp_path):
+    """Every error a user can fix is an InputError; anything else (a bug, a device failing, a
+    caller's callback raising) is recorded against the case too, with its traceback."""
+    from SynPoLib.files.case import make_job, run_case
+    from SynPoLib.files.manifest import read_manifest
+
+    (case,) = read_manifest([{"query": str(batch_cohort["mni_a"]), "output": "mni_a"}],
+                            {k: v for k, v in batch_shared(batch_cohort).items() if k != "backend"})
+    job, problem = make_job(case, {"backend": "lite"}, tmp_path / "out")
+    assert problem is None
+
+    def failing_callback():
+        raise RuntimeError("the caller's stop check broke")
+
+    record = run_case(job, should_stop=failing_callback)
+    assert record["state"] == "failed"
+    assert record["error"] == "RuntimeError: the caller's stop check broke"
+    stored = json.loads((tmp_path / "out" / "cases" / "mni_a" / "status.json").read_text())
+    assert stored["error"] == record["error"] and "Traceback" in stored["traceback"]
+    assert sorted(p.name for p in (tmp_path / "out" / "cases" / "mni_a").iterdir()) == ["status.json"]
