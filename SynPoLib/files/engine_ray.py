@@ -83,9 +83,13 @@ def plan_workers(ray, jobs: Sequence[CaseJob], workers: Optional[int], cpus_per_
         raise InputError(f"--gpus-per-worker {gpus_per_worker:g}: the Ray cluster has {gpus:g} GPU(s)")
     if cpus_per_worker > cpus:
         raise InputError(f"--cpus-per-worker {cpus_per_worker:g}: the Ray cluster has {cpus:g} CPU(s)")
-    if not workers:
-        workers = int(gpus // gpus_per_worker) if gpus_per_worker > 0 else int(cpus // cpus_per_worker)
-    return max(1, min(int(workers), len(jobs))), cpus_per_worker, gpus_per_worker
+    room = int(gpus // gpus_per_worker) if gpus_per_worker > 0 else int(cpus // cpus_per_worker)
+    if workers and workers > room:
+        # an actor Ray cannot place would hold its case forever: ask for no more than fit
+        raise InputError(f"--workers {workers}: the Ray cluster has room for {room} worker(s) of "
+                         f"{cpus_per_worker:g} CPU(s)" + (f" and {gpus_per_worker:g} GPU(s)" if gpus_per_worker else "")
+                         + " each")
+    return max(1, min(int(workers or room), len(jobs))), cpus_per_worker, gpus_per_worker
 
 
 def run_ray(jobs: Sequence[CaseJob], on_start: Callable, on_result: Callable, should_stop: Callable[[], bool],

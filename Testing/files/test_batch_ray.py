@@ -111,3 +111,17 @@ def test_an_interrupted_driver_resumes_with_only_the_unfinished_cases(ray_cluste
     assert sorted(resumed.skipped) == finished
     assert sorted(resumed.ran) == sorted(set(VALID) - set(finished))
     assert sorted(resumed.done) == sorted(VALID)
+
+
+def test_more_workers_than_the_cluster_holds_is_refused(ray_cluster, batch_cohort, tmp_path):
+    """An actor Ray cannot place would hold its case forever: the batch says so instead."""
+    from SynPoLib.errors import InputError
+
+    manifest = batch_manifest(tmp_path / "m.csv", batch_cohort)
+    request = BatchRequest(manifest=str(manifest), out=str(tmp_path / "out"), shared=batch_shared(batch_cohort),
+                           engine="ray", workers=3)
+    with pytest.raises(InputError, match=r"--workers 3: the Ray cluster has room for 2 worker\(s\) of 1 CPU"):
+        run_batch(request)
+    with pytest.raises(InputError, match="--cpus-per-worker 4: the Ray cluster has 2 CPU"):
+        run_batch(BatchRequest(**{**request.__dict__, "workers": None, "cpus_per_worker": 4}))
+    assert not list((tmp_path / "out").glob("cases/*/status.json"))
