@@ -5,8 +5,9 @@ Ray does the scheduling, the resources and the recovery: actors are created with
 ``num_gpus`` / ``num_cpus`` (Ray places them and sets ``CUDA_VISIBLE_DEVICES``),
 ``max_restarts`` (a dead actor's process is started again, loading the models again)
 and ``max_task_retries`` (the case it held is sent again to the restarted actor). The
-driver keeps one case in flight per actor, so a stop or a death concerns only the
-cases in hand, and keeps which case each task is, so a failure is reported against
+driver sends cases only to actors that are up, one case in flight per actor, so a stop
+or a death concerns only the cases in hand and an actor a busy cluster cannot place
+yet holds none; it keeps which case each task is, so a failure is reported against
 its case. Every worker writes its case's files into the output folder, which must be
 the same path on every node (a shared file system); see docs/batch-on-ray.md.
 
@@ -137,9 +138,14 @@ def _dispatch(ray, jobs, actors: Dict[str, object], on_start, on_result, should_
     from ray.exceptions import RayActorError, RayError
 
     queue = deque(jobs)
-    idle = deque(actors)
+    idle: deque = deque()
+    # a case goes only to an actor that is up (its models loaded): an actor Ray cannot
+    # place yet (a busy shared cluster) holds no case, the others take them all
+    starting = {actor.describe.remote(): name for name, actor in actors.items()}
     inflight: Dict[object, tuple] = {}  # task ref -> (job, actor name)
     stopping = False
+    ever_up = False
+    why_gone = start_error = ""
     try:
         while queue or inflight:
             if not stopping and should_stop():
@@ -151,20 +157,36 @@ def _dispatch(ray, jobs, actors: Dict[str, object], on_start, on_result, should_
                 job = queue.popleft()
                 inflight[actors[name].run.remote(job)] = (job, name)
                 on_start(job, name)
-            if not inflight:
+            if not inflight and (stopping or not queue or not starting):
+                if queue and not stopping and not ever_up:  # a problem of the whole batch: no case ran
+                    raise InputError(f"no Ray worker could start: {start_error}")
                 if queue and not stopping:  # every actor is gone for good
                     for job in queue:
-                        on_result(record_failure(job, "no Ray worker left: every actor died beyond its restarts"))
+                        on_result(record_failure(job, "no Ray worker left: every actor died beyond its restarts"
+                                                      + (f" ({why_gone})" if why_gone else "")))
                     queue.clear()
                 break
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=POLL_SECONDS)
+            ready, _ = ray.wait(list(inflight) + list(starting), num_returns=1, timeout=POLL_SECONDS)
             for ref in ready:
+                if ref in starting:
+                    name = starting.pop(ref)
+                    try:
+                        ray.get(ref)
+                    except RayError as exc:  # its models could not be loaded (device, weights...)
+                        start_error = _first_line(exc)
+                        why_gone = f"{name} could not start: {start_error}"
+                        report.notes.append(why_gone)
+                        continue
+                    idle.append(name)
+                    ever_up = True
+                    continue
                 job, name = inflight.pop(ref)
                 try:
                     record = ray.get(ref)
                 except RayActorError as exc:
                     # Ray restarted the actor and retried the case max_task_retries times
-                    report.notes.append(f"{name} died beyond its restarts")
+                    why_gone = f"{name} died beyond its restarts"
+                    report.notes.append(why_gone)
                     on_result(record_failure(job, f"its Ray worker died: {_first_line(exc)}"))
                     continue
                 except RayError as exc:
@@ -192,8 +214,16 @@ def _dispatch(ray, jobs, actors: Dict[str, object], on_start, on_result, should_
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+    """What a person needs of a Ray error: the cause's own message when the actor's
+    start (model loading) raised, else Ray's first line."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()] or [type(exc).__name__]
+    text = lines[0]
+    if "creation task" in text and len(lines) > 1:
+        text = lines[-1]
+        for prefix in ("SynPoLib.errors.",):
+            if text.startswith(prefix):
+                text = text[len(prefix):].split(": ", 1)[-1]
+    return text[:300]
 
 
 __all__ = ["CaseWorker", "NAMESPACE", "import_ray", "plan_workers", "run_ray"]

@@ -125,3 +125,20 @@ def test_more_workers_than_the_cluster_holds_is_refused(ray_cluster, batch_cohor
     with pytest.raises(InputError, match="--cpus-per-worker 4: the Ray cluster has 2 CPU"):
         run_batch(BatchRequest(**{**request.__dict__, "workers": None, "cpus_per_worker": 4}))
     assert not list((tmp_path / "out").glob("cases/*/status.json"))
+
+
+def test_workers_that_cannot_start_stop_the_batch_with_the_reason(ray_cluster, batch_cohort, tmp_path):
+    """A device the cluster lacks: every actor fails to load its models, no case runs, and
+    the reason comes back as one line (the command line's exit code 2)."""
+    from SynPoLib.errors import InputError
+
+    manifest = batch_manifest(tmp_path / "m.csv", batch_cohort)
+    request = BatchRequest(manifest=str(manifest), out=str(tmp_path / "out"),
+                           shared=batch_shared(batch_cohort, device="cuda"), engine="ray", workers=2,
+                           gpus_per_worker=0)
+    with pytest.raises(InputError, match="no Ray worker could start: device 'cuda' requested but CUDA is not "
+                                         "available here"):
+        run_batch(request)
+    assert not list((tmp_path / "out").glob("cases/*/status.json"))   # not one case recorded as failed
+    with open(tmp_path / "out" / "summary.csv") as handle:
+        assert {r["status"] for r in csv.DictReader(handle)} == {"pending"}
