@@ -70,6 +70,11 @@ def parse_assignments(items: Sequence[str]) -> dict:
     return out
 
 
+def _kind(value) -> str:
+    return {bool: "boolean", int: "number", float: "number", str: "string", list: "list", dict: "object",
+            type(None): "null"}.get(type(value), type(value).__name__)
+
+
 def read_config_file(config_file: str) -> dict:
     """A ``--config`` file's ``{"section.field": value}`` edits; one-line errors name the file."""
     path = check_input_file(config_file, "--config")
@@ -81,14 +86,14 @@ def read_config_file(config_file: str) -> dict:
         raise InputError(f"--config {path} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise InputError(f"--config {path} must hold a JSON object of sections "
-                         f'(e.g. {{"points": {{"n_negative": 2}}}}), got a {type(data).__name__}')
+                         f'(e.g. {{"points": {{"n_negative": 2}}}}), got a {_kind(data)}')
     edits = {}
     for section, values in data.items():
         if section not in SECTIONS:
             raise InputError(f"--config {path}: unknown section {section!r}; sections: {', '.join(SECTIONS)}")
         if not isinstance(values, dict):
             raise InputError(f"--config {path}: section {section!r} must be an object of fields, "
-                             f"got a {type(values).__name__}")
+                             f"got a {_kind(values)}")
         for name, value in values.items():
             edits[f"{section}.{name}"] = value
     return edits
