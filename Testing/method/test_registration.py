@@ -65,6 +65,7 @@ def test_warp_moves_the_mask_where_the_image_moved(shift, angle):
     soft = R.register_and_warp(fixed, image, mask.astype(np.float32), (1.0, 1.0), CFG)
     got = soft > 0.5
     # copying the mask is clearly worse than the warp, which recovers the motion
+    print(f"MEASURE warp {shift} {angle}: copy {dice(mask, truth):.4f} warp {dice(got, truth):.4f}")
     assert dice(mask, truth) < 0.85
     assert dice(got, truth) > 0.95
     if angle == 0:
@@ -157,6 +158,8 @@ def test_chain_alike_at_1_and_2_mm_on_colin(colin):
                                        start.astype(np.float32), (spacing, spacing), CFG))
         results[spacing] = steps
     for a, b in zip(results[1.0], results[2.0]):
+        print(f"MEASURE chain 1 vs 2 mm slice {a.index}: {dice(_halve(a.mask, binary=True), b.mask):.4f} "
+              f"vs atlas {dice(a.mask, ref[a.index, :216, :180]):.4f}")
         assert dice(_halve(a.mask, binary=True), b.mask) > 0.85
         assert dice(a.mask, ref[a.index, :216, :180]) > 0.75
 
@@ -348,5 +351,6 @@ def test_real_floor_caudate_protocol_2(colin):
                                         int(slices[0]), int(slices[-1]), (1.0, 1.0), CFG):
         acc += overlap(step.mask, ref[step.index])
         copy += overlap(ref[sup], ref[step.index])
+    print(f"MEASURE caudate protocol 2: {acc.dice:.4f} copy {copy.dice:.4f}")
     assert copy.dice == pytest.approx(0.558, abs=0.01)
     assert acc.dice > 0.76
