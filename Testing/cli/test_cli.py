@@ -153,8 +153,7 @@ def test_geometry_round_trip_through_the_cli(files, capsys):
     truth = files["mask"]
     rows = slice(3, 10)
     d = 2 * (result[rows] & truth[rows]).sum() / (result[rows].sum() + truth[rows].sum())
-    print(f"MEASURE cli round trip: Dice {d:.4f}")
-    assert d > 0.8
+    assert d >= 0.87, d  # measured 0.905 (lite, CPU)
     assert not result[:3].any() and not result[10:].any()
     ijk_to_lps = np.eye(4)
     ijk_to_lps[:3, :3] = expected_dirs

@@ -82,8 +82,7 @@ def test_eval_cli_writes_every_report_and_resumes(blob_files, tmp_path, lite_bac
     assert {r["support_slice"] for r in slices} == {middle}
     assert all(isinstance(r["fingerprint"], str) for r in volumes)  # hex that may read as a float stays text
     by_method = {r["method"]: r for r in volumes}
-    print(f"MEASURE eval pair: synpo Dice {by_method['synpo']['dice']:.4f}")
-    assert by_method["synpo"]["dice"] > 0.7, "a bright blob is easy"
+    assert by_method["synpo"]["dice"] >= 0.89, by_method["synpo"]["dice"]  # measured 0.922 (lite, CPU)
 
     # copy: the support slice pasted on every scored slice, pooled by hand (2 |A n B| / (|A| + |B|)
     # summed over the slices), not by the metric under test

@@ -25,11 +25,14 @@ SHAPE = (14, 22, 18)
 CENTRE, RADII = (1.5, -2.0, 1.0), (5.0, 6.0, 4.0)
 LPS_M = geometry(LPS, (1.0, 1.0, 1.5), (7.0, 10.0, -10.0))
 #: Dice floor on a bright ellipsoid next to a dimmer one, within one volume: measured
-#: 0.89-1.00 here                                                                    [G]
-DICE_FLOOR = 0.75
+#: 1.000 on the logic path and on axes 0 and 1, 0.889 on axis 2 (lite, CPU)          [G]
+DICE_FLOOR = 0.86
 #: across two volumes (other grid, orientation and noise) LiteMedSAM varies more from
-#: slice to slice (0.27 on one slice in a trial): measured 0.94 pooled over three    [G]
-CROSS_DICE_FLOOR = 0.6
+#: slice to slice: measured 0.742 pooled over three slices (lite, CPU)                [G]
+CROSS_DICE_FLOOR = 0.71
+#: the module self-test's recipe on Colin27 (selftest.DICE_FLOOR, 0.85, is the module's
+#: own floor on Slicer's MRHead): measured 0.978 over its 6 slices (lite, CPU)       [G]
+SELFTEST_COLIN_FLOOR = 0.95
 
 
 def one_slice(mask: np.ndarray, axis: int, index: int) -> np.ndarray:
@@ -103,7 +106,7 @@ def test_logic_path_streams_into_the_support_segmentation_and_commits(lite_backe
     got = mrml.segment_array(seg, result_id, volume)
     assert not take(got, 0, [i for i in range(SHAPE[0]) if abs(i - s) > 1]).any()  # only the range
     d = dice(take(got, 0, [s - 1, s + 1]), take(truth, 0, [s - 1, s + 1]))
-    print(f"MEASURE logic path: Dice {d:.3f}")
+    print(f"logic path: Dice {d:.3f}")
     assert d >= DICE_FLOOR, d
     np.testing.assert_array_equal(take(got, 0, [s]), take(truth, 0, [s]))  # the labelled slice, as drawn
     ours = segment_world_points(seg, result_id)
@@ -137,7 +140,7 @@ def test_support_on_each_axis_writes_a_new_node_on_the_query_grid(lite_backend, 
     assert np.allclose(out.GetSegmentation().GetSegment(rid).GetColor(), (0.9, 0.5, 0.1))
     got = mrml.segment_array(out, rid, volume)
     d = dice(take(got, axis, [s + 1]), take(truth, axis, [s + 1]))
-    print(f"MEASURE support on axis {axis}: Dice {d:.3f}")
+    print(f"support on axis {axis}: Dice {d:.3f}")
     assert d >= DICE_FLOOR, (axis, d)
     # physical position of the segmented slice: its voxel centres lie on slice s + 1 in RAS
     pts = segment_world_points(out, rid)
@@ -173,7 +176,7 @@ def test_query_volume_in_another_orientation_gets_the_structure_where_it_is(lite
     js = [j_centre - 1, j_centre, j_centre + 1]
     assert not take(got, 1, [j for j in range(q_shape[1]) if j not in js]).any()
     d = dice(take(got, 1, js), take(q_truth, 1, js))
-    print(f"MEASURE query in another orientation: Dice {d:.3f}")
+    print(f"query in another orientation: Dice {d:.3f}")
     assert d >= CROSS_DICE_FLOOR, d
     # in RAS: a mirrored or transposed slice would put the centroid centimetres away
     centroid = world_centroid(out, rid)
@@ -265,8 +268,8 @@ def test_self_test_recipe_on_a_real_head_mri(lite_backend):
     assert out.GetNodeReference(role) is volume
     got = mrml.segment_array(out, run.writer.segment_id, volume)
     d = dice(got[case.scored], case.truth[case.scored])
-    print(f"MEASURE self-test recipe on Colin27: Dice {d:.3f} over {len(case.scored)} slices")
-    assert d >= selftest.DICE_FLOOR, d
+    print(f"self-test recipe on Colin27: Dice {d:.3f} over {len(case.scored)} slices")
+    assert d >= SELFTEST_COLIN_FLOOR >= selftest.DICE_FLOOR, d
     near = list(range(case.slice - selftest.MARGIN, case.slice + selftest.MARGIN + 1))
     assert not np.delete(got, near, axis=0).any()
     assert len(status.records) == len(near)

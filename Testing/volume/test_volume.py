@@ -28,8 +28,7 @@ def test_each_axis_segments_the_right_voxels(lite_backend, axis):
     where = [slice(None)] * 3
     where[axis] = inner
     d = dice(result.mask[tuple(where)] > 0, mask[tuple(where)])
-    print(f"MEASURE volume axis {axis}: Dice {d:.4f}")
-    assert d > 0.8
+    assert d >= 0.88, d  # measured 0.932 / 0.972 / 0.912 on axes 0 / 1 / 2 (lite, CPU)
     outside = np.ones(volume.shape[axis], bool)
     outside[inner] = False
     where[axis] = outside
