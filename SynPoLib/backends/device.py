@@ -18,7 +18,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Sequence, TypeVar
+from typing import Callable, List, Optional, Sequence, Tuple, TypeVar
 
 import torch
 
@@ -81,6 +81,16 @@ def resolve_device(requested: Optional[str] = None) -> torch.device:
     elif device.type not in ("cpu", "cuda", "mps", "meta"):
         raise DeviceError(f"unsupported device {requested!r}: use auto, cpu, cuda, cuda:N or mps")
     return device
+
+
+def resolve_device_or_fallback(requested: Optional[str] = None) -> Tuple[torch.device, Optional[str]]:
+    """As :func:`resolve_device`, but a device this machine lacks falls back to what
+    "auto" picks, with the reason: for a saved choice (a Slicer scene saved on another
+    computer), where failing would leave the user nothing to fix but the scene."""
+    try:
+        return resolve_device(requested), None
+    except DeviceError as exc:
+        return resolve_device("auto"), str(exc)
 
 
 def autocast_dtype(device: torch.device, precision: str = "auto") -> Optional[torch.dtype]:

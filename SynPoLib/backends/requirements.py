@@ -23,6 +23,14 @@ from typing import Callable, Dict, List, Optional, Tuple
 from ..errors import DownloadCancelled
 
 
+def requirement_name(spec: str) -> str:
+    """The distribution name of a pip requirement, as written in it."""
+    for i, ch in enumerate(spec):
+        if ch in "<>=!~;[ ":
+            return spec[:i].strip()
+    return spec.strip()
+
+
 @dataclass(frozen=True)
 class Requirement:
     """One pip requirement and why it is there."""
@@ -35,10 +43,7 @@ class Requirement:
 
     @property
     def name(self) -> str:
-        for i, ch in enumerate(self.spec):
-            if ch in "<>=!~;[ ":
-                return self.spec[:i]
-        return self.spec
+        return requirement_name(self.spec)
 
 
 #: torch: installed through the PyTorch extension's PyTorchUtils, never plain pip

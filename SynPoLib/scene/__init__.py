@@ -13,9 +13,9 @@ neither. The Slicer module's Logic is a thin caller of these names.
 """
 
 from ..errors import MRMLInputError, RunInProgress
-from .nodes import (BINARY_LABELMAP, DEFAULT_COLOR, ViewSlice, contrasting_color, display_window,
+from .nodes import (BINARY_LABELMAP, DEFAULT_COLOR, ViewSlice, contrasting_color, default_inputs, display_window,
                     ensure_converter_rules, ijk_to_world, parent_to_world, same_node, segment_array, segment_color,
-                    segment_names, slice_center_ras, slice_from_view, volume_array)
+                    segment_names, slice_center_ras, slice_from_view, support_slices_from_segment, volume_array)
 from .runs import NodeInputs, RunStatus, SegmentationRun, active_run, read_inputs, run_on_nodes
 from .slicing import (AXIS_MATCH_DEGREES, Reorientation, axis_direction_name, guess_axis, labelled_slices, map_slice,
                       query_slices, spacing_kji, voxel_centers_ras)
@@ -25,7 +25,7 @@ __all__ = [
     # nodes in
     "MRMLInputError", "display_window", "ijk_to_world", "parent_to_world", "read_inputs", "same_node",
     "segment_array", "segment_color", "segment_names", "slice_center_ras", "slice_from_view", "volume_array",
-    "ViewSlice", "ensure_converter_rules", "BINARY_LABELMAP",
+    "ViewSlice", "ensure_converter_rules", "BINARY_LABELMAP", "default_inputs", "support_slices_from_segment",
     # a segment out
     "SegmentWriter", "contrasting_color", "DEFAULT_COLOR",
     # runs

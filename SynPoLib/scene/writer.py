@@ -43,6 +43,7 @@ class SegmentWriter:
         self.state = "new"
         self._labelmap = None
         self._array: Optional[np.ndarray] = None
+        self._shown_surface = False
         self.shape = tuple(reversed(reference_volume.GetImageData().GetDimensions()))
 
     # -- lifecycle
@@ -83,6 +84,9 @@ class SegmentWriter:
                 node.SetAndObserveTransformNodeID(parent.GetID())
             local = np.linalg.inv(parent_to_world(node)) @ world
             segmentation = node.GetSegmentation()
+        surface = slicer.vtkSegmentationConverter.GetClosedSurfaceRepresentationName()
+        self._shown_surface = any(segmentation.GetSegment(sid).GetRepresentation(surface) is not None
+                                  for sid in segmentation.GetSegmentIDs())
         labelmap = oriented_image(self.shape, local)
         segment = slicer.vtkSegment()
         segment.SetName(self.name)
@@ -144,7 +148,21 @@ class SegmentWriter:
 
     def commit(self) -> None:
         self._check_alive()
+        self._update_shown_representations()
         self.state = "committed"
+
+    def _update_shown_representations(self) -> None:
+        """Give the result the closed surface ("Show 3D") its segmentation already had. The
+        segment got an empty surface when it was added, which writing the labelmap in place
+        does not rebuild; Slicer's 3D view may re-convert on demand while it draws, but nothing
+        else does (a script, a hidden view, slicer-core), so the surface would stay empty."""
+        if self._shown_surface:
+            import slicer
+
+            name = slicer.vtkSegmentationConverter.GetClosedSurfaceRepresentationName()
+            segmentation = self.segmentation_node.GetSegmentation()
+            segmentation.GetSegment(self.segment_id).RemoveRepresentation(name)
+            segmentation.CreateRepresentation(name)  # converts the segments that lack it: ours
 
     def rollback(self) -> None:
         """Put the scene back as it was before :meth:`begin` (safe to call twice; a
