@@ -159,7 +159,7 @@ CONFIGS: Dict[str, object] = {
     "cfg_section_value.json": json.dumps({"points": 2}),
     "cfg_binary.json": b"\xff\xfe\x00\x81 not text",
     "cfg_video.json": json.dumps({"propagation": {"mode": "video"}}),
-    "cfg_range.json": json.dumps({"quality": {"stop_threshold": 3}}),
+    "cfg_range.json": json.dumps({"quality": {"stop_threshold": -0.5}}),
     "cfg_deltas.json": json.dumps({"synergy": {"delta_sd": 0.5, "delta_s": 0.25, "delta_d": 0.25}}),
 }
 
@@ -269,7 +269,7 @@ CLI_CASES = [
     cli("config-string-for-int", "silent", "--config @cfg_string_int.json",
         r"--config .*: points\.n_negative expects a whole number, got '3'"),
     cli("config-nan", "silent", "--config @cfg_nan.json", r"points\.alpha expects a finite number, got nan"),
-    cli("config-out-of-range", "silent", "--config @cfg_range.json", r"--config .*: quality: stop_threshold must lie"),
+    cli("config-out-of-range", "silent", "--config @cfg_range.json", r"--config .*: quality: stop_threshold must be > 0"),
     cli("set-float-for-int", "silent", "--set points.n_negative=2.5",
         r"--set points\.n_negative=2\.5: points\.n_negative expects a whole number, got 2\.5"),
     cli("set-number-for-bool", "silent", "--set prompt.multimask=1", r"prompt\.multimask expects true or false"),
