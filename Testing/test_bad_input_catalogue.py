@@ -396,10 +396,11 @@ def _weights_case(ws: Workspace, monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("case", CLI_CASES, ids=[c.id for c in CLI_CASES])
-def test_cli_refuses(case, tmp_path, capsys, monkeypatch):
+def test_cli_refuses(case, tmp_path, capsys, monkeypatch, lite_backend):
     from SynPoLib.cli import main
 
     ws = Workspace(tmp_path)
+    calls = dict(lite_backend.encoder_calls.counts)  # the run in process shares this model
     if case.id.startswith("weights-"):
         _weights_case(ws, monkeypatch)
     argv = _tokens(case, ws)
@@ -422,6 +423,7 @@ def test_cli_refuses(case, tmp_path, capsys, monkeypatch):
     assert line is not None, text
     assert re.search(case.message, line), line
     assert ws.snapshot() == before, "a refused run changed the case's folder"
+    assert lite_backend.encoder_calls.counts == calls, "refused after the model had started working"
 
 
 # ----------------------------------------------------------------------------- the Python API

@@ -173,7 +173,8 @@ def check_config(r) -> SynPoConfig:
         extra["quality.auto_stop"] = ("--no-auto-stop", False)
     if r.largest_component:
         extra["quality.largest_component"] = ("--largest-component", True)
-    cfg = build_config(PRESET_OF[r.backend], r.config, list(r.set or ()), extra)
+    assignments = [r.set] if isinstance(r.set, str) else list(r.set or ())  # one line given as a string
+    cfg = build_config(PRESET_OF[r.backend], r.config, assignments, extra)
     mode = cfg.propagation.mode
     if mode in VIDEO_MODES and r.backend not in SAM2_BACKENDS:
         source = f"--mode {r.mode}" if r.mode else f"propagation.mode={mode.value} (--config/--set)"
