@@ -239,20 +239,17 @@ def _is_gzip(path: Path) -> bool:
 
 
 def _nifti_layout(head: bytes) -> Optional[Tuple[str, int, int]]:
-    """(magic, vox_offset, data bytes) from a NIfTI-1 or NIfTI-2 header, or None if it is neither."""
+    """(magic, vox_offset, data bytes) from a NIfTI-1 header (either byte order), or None.
+
+    (SimpleITK does not read NIfTI-2: such a file is refused before this is asked.)
+    """
     for endian in "<>":
-        if len(head) >= 348 and struct.unpack(endian + "i", head[:4])[0] == 348:
-            dims = struct.unpack(endian + "8h", head[40:56])
-            bitpix = struct.unpack(endian + "h", head[72:74])[0]
-            offset = int(struct.unpack(endian + "f", head[108:112])[0])
-            magic = head[344:348].rstrip(b"\x00").decode("latin-1")
-        elif len(head) >= 540 and struct.unpack(endian + "i", head[:4])[0] == 540:
-            bitpix = struct.unpack(endian + "h", head[14:16])[0]
-            dims = struct.unpack(endian + "8q", head[16:80])
-            offset = int(struct.unpack(endian + "q", head[168:176])[0])
-            magic = head[4:8].rstrip(b"\x00").decode("latin-1")
-        else:
+        if len(head) < 348 or struct.unpack(endian + "i", head[:4])[0] != 348:
             continue
+        dims = struct.unpack(endian + "8h", head[40:56])
+        bitpix = struct.unpack(endian + "h", head[72:74])[0]
+        offset = int(struct.unpack(endian + "f", head[108:112])[0])
+        magic = head[344:348].rstrip(b"\x00").decode("latin-1")
         n = max(1, min(int(dims[0]), 7))
         count = int(np.prod([max(1, int(d)) for d in dims[1:1 + n]], dtype=np.int64))
         return magic, offset, count * max(int(bitpix), 8) // 8
@@ -277,14 +274,14 @@ def _nifti_problem(path: Path, gz: bool) -> Optional[str]:
         path, gz = header, _is_gzip(header)
     try:
         with (gzip.open(path, "rb") if gz else open(path, "rb")) as handle:
-            head = handle.read(540)
+            head = handle.read(348)
     except (OSError, EOFError, zlib.error):
         return "is damaged: its header cannot be decompressed; copy it again"
     layout = _nifti_layout(head)
     if layout is None:
         return None
     magic, offset, nbytes = layout
-    if magic in ("n+1", "n+2"):  # header and data in one file
+    if magic == "n+1":  # header and data in one file
         return _stream_problem(path, offset + nbytes, compressed=gz)
     name = _pair_name(path)  # a .hdr/.img pair: the data is in the .img beside the header
     for candidate in (name + ".img", name + ".img.gz"):

@@ -71,9 +71,10 @@ def check_input_file(path: PathLike, flag: str) -> Path:
 def check_output_file(path: PathLike, flag: str) -> Path:
     """``path`` as a file SynPo can create or replace: its folder exists or can be made,
     and is writable (proved by creating and removing a probe file there)."""
+    text = os.fspath(path)
     path = Path(path).expanduser()
-    where = f"{flag} {path}"
-    if str(path).endswith(os.sep) or path.name in ("", ".", ".."):
+    where = f"{flag} {text}"
+    if text.endswith(os.sep) or path.name in ("", ".", ".."):
         raise InputError(f"{where} names a folder: give a file name inside it")
     try:
         st = os.stat(path)

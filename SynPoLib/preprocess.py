@@ -49,7 +49,8 @@ def window_bounds(volume: np.ndarray, cfg: WindowConfig = WindowConfig()) -> Tup
     if not high > low:
         raise InputError(
             f"intensity window is empty ({low:g} .. {high:g}): the volume is constant over its "
-            f"{cfg.mri_percentiles[0]:g}-{cfg.mri_percentiles[1]:g} percentiles; pass an explicit window")
+            f"{cfg.mri_percentiles[0]:g}-{cfg.mri_percentiles[1]:g} percentiles; give an explicit window "
+            "(--window LOW HIGH, or the config's window.window)")
     return low, high
 
 

@@ -56,18 +56,23 @@ def preset(name: str) -> SynPoConfig:
 
 # --------------------------------------------------------------------------- edits
 
-def parse_assignments(items: Sequence[str]) -> dict:
+def parse_assignments(items: Sequence[str], flag: str = "--set") -> dict:
     """``section.field=value`` items to a dict (values parsed as JSON when possible)."""
     out = {}
     for item in items or ():
         key, sep, value = str(item).partition("=")
         if not sep or "." not in key:
-            raise InputError(f"--set expects section.field=value, got {item!r}")
+            raise InputError(f"{flag} expects section.field=value, got {item!r}".strip())
         try:
             out[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
             out[key.strip()] = value
     return out
+
+
+def _kind(value) -> str:
+    return {bool: "boolean", int: "number", float: "number", str: "string", list: "list", dict: "object",
+            type(None): "null"}.get(type(value), type(value).__name__)
 
 
 def read_config_file(config_file: str) -> dict:
@@ -81,34 +86,35 @@ def read_config_file(config_file: str) -> dict:
         raise InputError(f"--config {path} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise InputError(f"--config {path} must hold a JSON object of sections "
-                         f'(e.g. {{"points": {{"n_negative": 2}}}}), got a {type(data).__name__}')
+                         f'(e.g. {{"points": {{"n_negative": 2}}}}), got a {_kind(data)}')
     edits = {}
     for section, values in data.items():
         if section not in SECTIONS:
             raise InputError(f"--config {path}: unknown section {section!r}; sections: {', '.join(SECTIONS)}")
         if not isinstance(values, dict):
             raise InputError(f"--config {path}: section {section!r} must be an object of fields, "
-                             f"got a {type(values).__name__}")
+                             f"got a {_kind(values)}")
         for name, value in values.items():
             edits[f"{section}.{name}"] = value
     return edits
 
 
 def build_config(preset_name: str, config_file: Optional[str] = None, assignments: Sequence[str] = (),
-                 extra: Optional[Dict[str, Tuple[str, object]]] = None) -> SynPoConfig:
+                 extra: Optional[Dict[str, Tuple[str, object]]] = None, set_flag: str = "--set") -> SynPoConfig:
     """The preset, then a JSON config file's sections, then ``section.field=value`` edits.
 
     ``--config`` and ``--set`` follow one rule (:func:`SynPoLib.config.edit`): every
     field known, every value of its field's type and in range; the error names the
     flag. ``extra``: ``{"section.field": (flag, value)}`` edits from other options
-    (``--window``, ``--mode``), applied last.
+    (``--window``, ``--mode``), applied last. ``set_flag`` names the assignments in
+    messages ("" for the Slicer module's parameter table, whose lines have no flag).
     """
     cfg = preset(preset_name)
     sources: List[Tuple[str, dict]] = []
     if config_file:
         sources.append((f"--config {config_file}", read_config_file(config_file)))
     for item in assignments or ():
-        sources.append((f"--set {item}", parse_assignments([item])))
+        sources.append((f"{set_flag} {item}".strip(), parse_assignments([item], set_flag)))
     for key, (flag, value) in (extra or {}).items():
         sources.append((flag, {key: value}))
     # each source is checked on its own (so the error names it), then all are applied
@@ -139,7 +145,7 @@ def _lines(text: str) -> List[str]:
 
 def config_for(preset_name: str, overrides: str = "") -> SynPoConfig:
     """The preset with the override lines applied; a bad line raises with its reason."""
-    return build_config(preset_name, None, _lines(overrides))
+    return build_config(preset_name, None, _lines(overrides), set_flag="")
 
 
 def config_rows(preset_name: str, overrides: str = "") -> List[Tuple[str, str, bool]]:

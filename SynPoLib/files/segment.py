@@ -16,7 +16,6 @@ import dataclasses
 import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -149,11 +148,11 @@ def segment_files(request: SegmentRequest, progress: Optional[Callable] = None,
 
     same = r.support is None or same_file(r.support, r.query)
     support = Support(volume=support_vol.array, mask=loaded.mask, slices=list(checked.support_slices), axis=r.axis,
-                      spacing=support_vol.spacing)
+                      spacing=support_vol.spacing, window=loaded.support_window)
     started = time.perf_counter()
     try:
         result = segment_volume(backend, query.array, support, config=cfg, slices=slices,
-                                query_spacing=query.spacing, same_volume=same,
+                                query_spacing=query.spacing, query_window=loaded.query_window, same_volume=same,
                                 batch_size=batch_size, progress=progress)
     except DeviceMemoryError as exc:
         raise InputError(str(exc)) from None

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -32,6 +32,7 @@ from ..config import Mode, SynPoConfig
 from ..errors import InputError
 from ..io import ImageInfo, Volume, inspect_image, same_geometry
 from ..paths import check_distinct, check_output_file
+from ..preprocess import window_bounds
 from ..presets import build_config
 from .inputs import SAM2_BACKENDS, parse_range
 
@@ -79,6 +80,9 @@ class LoadedInputs:
     mask: np.ndarray
     #: the reference structure, when a reference was given
     reference: Optional[np.ndarray]
+    #: the intensity windows of the query and of the support volume (one each, for the run)
+    query_window: Tuple[float, float] = (0.0, 1.0)
+    support_window: Tuple[float, float] = (0.0, 1.0)
 
 
 # --------------------------------------------------------------------------- values
@@ -169,7 +173,8 @@ def check_config(r) -> SynPoConfig:
         extra["quality.auto_stop"] = ("--no-auto-stop", False)
     if r.largest_component:
         extra["quality.largest_component"] = ("--largest-component", True)
-    cfg = build_config(PRESET_OF[r.backend], r.config, list(r.set or ()), extra)
+    assignments = [r.set] if isinstance(r.set, str) else list(r.set or ())  # one line given as a string
+    cfg = build_config(PRESET_OF[r.backend], r.config, assignments, extra)
     mode = cfg.propagation.mode
     if mode in VIDEO_MODES and r.backend not in SAM2_BACKENDS:
         source = f"--mode {r.mode}" if r.mode else f"propagation.mode={mode.value} (--config/--set)"
@@ -186,11 +191,11 @@ def check_outputs(r) -> None:
         path = getattr(r, field)
         if not path:
             continue
+        check_output_file(path, flag)  # a folder or a pipe is named as such, whatever its name
         suffixes = OUTPUT_SUFFIXES[field]
         if not str(path).lower().endswith(suffixes):
             raise InputError(f"{flag} {path}: SynPo writes {flag} as {' or '.join(suffixes)}; "
                              f"give a name ending in {suffixes[0]}")
-        check_output_file(path, flag)
 
 
 def check_request(request) -> CheckedRequest:
@@ -206,9 +211,11 @@ def check_request(request) -> CheckedRequest:
     support = inspect_image(r.support, "--support") if r.support else query
     mask = inspect_image(r.support_mask, "--support-mask")
     reference = inspect_image(r.reference, "--reference") if r.reference else None
-    check_outputs(r)
+    # an output that is an input is named as such first: "--records is the --support-mask file"
+    # says more than "--records must end in .json"
     check_distinct([(flag, getattr(r, f)) for f, flag in OUTPUT_FLAGS.items()],
                    [(flag, getattr(r, f)) for f, flag in INPUT_FLAGS.items()])
+    check_outputs(r)
 
     problem = same_geometry(support, mask)
     if problem:
@@ -284,10 +291,18 @@ def check_loaded(checked: CheckedRequest, query: Volume, support: Volume, mask: 
                  reference: Optional[Volume] = None) -> LoadedInputs:
     """What only the voxels tell, on the arrays the run reads anyway."""
     r = checked.request
+    windows = []
     for flag, volume in (("--query", query), ("--support", support)):
         if volume.array.dtype.kind == "f" and not np.isfinite(volume.array).any():
             raise InputError(f"{flag} {volume.path}: no voxel holds a finite value (all NaN or Inf): "
                              "there is no image to segment")
+        if windows and volume is query:
+            windows.append(windows[0])
+            continue
+        try:  # the run's own window, computed once here: a constant volume is refused before the model loads
+            windows.append(window_bounds(volume.array, checked.config.window))
+        except InputError as exc:
+            raise InputError(f"{flag} {volume.path}: {exc}") from None
     structure = select_structure(mask.array, r.label, "--support-mask", r.support_mask)
     axis = int(r.axis)
     for s in checked.support_slices:
@@ -301,7 +316,7 @@ def check_loaded(checked: CheckedRequest, query: Volume, support: Volume, mask: 
         ref_label = r.reference_label if r.reference_label is not None else r.label
         truth = select_structure(reference.array, ref_label, "--reference", r.reference,
                                  "--reference-label" if r.reference_label is not None else "--reference-label/--label")
-    return LoadedInputs(mask=structure, reference=truth)
+    return LoadedInputs(mask=structure, reference=truth, query_window=windows[0], support_window=windows[1])
 
 
 __all__ = ["CheckedRequest", "INPUT_FLAGS", "LoadedInputs", "OUTPUT_FLAGS", "OUTPUT_SUFFIXES", "check_config",

@@ -18,7 +18,7 @@ from typing import Any, Callable, List, Optional, Tuple
 
 import numpy as np
 
-from ..errors import Cancelled, MRMLInputError, RunInProgress
+from ..errors import Cancelled, InputError, MRMLInputError, RunInProgress
 from .nodes import (contrasting_color, display_window, ijk_to_world, node_name, same_node, segment_array,
                     segment_color, volume_array)
 from .slicing import Reorientation, labelled_slices, query_slices, spacing_kji
@@ -273,7 +273,7 @@ def read_inputs(support_volume, segmentation_node, segment_id: str, *, axis: int
     ``support_slices`` None means every slice along ``axis`` where the segment is drawn
     (k-shot when there are several). The query defaults to the support volume.
     """
-    from ..volume.types import Support
+    from ..volume.types import Support, whole_number
 
     if axis not in (0, 1, 2):
         raise MRMLInputError(f"axis must be 0, 1 or 2 (k, j, i of the volume), got {axis}")
@@ -289,7 +289,10 @@ def read_inputs(support_volume, segmentation_node, segment_id: str, *, axis: int
     if support_slices is None:
         chosen = drawn
     else:
-        chosen = sorted(set(int(s) for s in support_slices))
+        try:
+            chosen = sorted(set(whole_number(s, "a support slice index") for s in support_slices))
+        except InputError as exc:
+            raise MRMLInputError(str(exc)) from None
         n = support_vol.shape[axis]
         outside = [s for s in chosen if not 0 <= s < n]
         if outside:

@@ -91,7 +91,7 @@ def segment_volume(backend: Backend, query: np.ndarray, support: Support, *,
         raise InputError(f"config must be a SynPoConfig, got {type(config).__name__}")
     mode = config.propagation.mode
     if mode in (Mode.VIDEO, Mode.HYBRID) and not getattr(getattr(backend, "inner", backend), "video", False):
-        raise InputError(f"the {mode.value} mode runs SAM 2.1's video predictor, which the {backend.name or 'given'} "
+        raise InputError(f"the {Mode(mode).value} mode runs SAM 2.1's video predictor, which the {backend.name or 'given'} "
                          "backend does not have: use a sam2 or synpo backend, or the slices / propagate mode")
     job = Job.build(backend, query, support, config, slices=slices, query_spacing=query_spacing,
                     query_window=query_window, assignment=assignment, same_volume=same_volume,

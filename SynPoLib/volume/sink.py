@@ -67,7 +67,7 @@ class ResultSink:
         """Same volume: the labelled support slices that were asked for, as labelled."""
         job = self.job
         for s in job.copied:
-            mask = np.asarray(take_slice(job.support.mask, s, job.axis) > 0)
+            mask = job.paintable(s, np.asarray(take_slice(job.support.mask, s, job.axis) > 0))
             set_slice(self.out, s, job.axis, mask)
             self.report(make_record(index=s, support_index=-1, pixels=int(mask.sum()), notes=("support slice",)),
                         mask)

@@ -56,6 +56,7 @@ def slice_record(job: Job, index: int, support_index: int, result: SliceResult,
 def run(job: Job, sink: ResultSink, guidance: Optional[Guidance] = None) -> None:
     """Segment ``job``'s slices into ``sink``, outward from each support, batch by batch."""
     segmenter = SynPoSegmenter(job.backend, job.config)
+    sink.check_cancel()  # a run cancelled before it starts encodes nothing
     contexts = prepare_supports(job, segmenter)
     valid = job.q_geometry.valid()
     for chain in job.chains():
