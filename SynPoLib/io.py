@@ -476,12 +476,14 @@ def staged_outputs(paths: Sequence[os.PathLike],
     committed = False
     with _terminate_raises():
         try:
-            for target in targets:
-                created += _make_parents(target.parent if str(target.parent) else Path("."))
-                suffix = "".join(target.suffixes) or ".tmp"
-                fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
-                os.close(fd)
-                temps.append(Path(tmp))
+            # held signals: a file or folder made here is always in the lists the cleanup reads
+            with _signals_deferred():
+                for target in targets:
+                    created += _make_parents(target.parent if str(target.parent) else Path("."))
+                    suffix = "".join(target.suffixes) or ".tmp"
+                    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+                    os.close(fd)
+                    temps.append(Path(tmp))
             yield list(temps)
             # mkstemp creates 0600 files; results get the permissions of any new file
             umask = os.umask(0)

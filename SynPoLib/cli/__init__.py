@@ -15,6 +15,7 @@ interrupt after the outputs were put in place says so.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -104,6 +105,13 @@ def console() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sys.stdout.flush()
+    sys.stderr.flush()
+    if code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+        # An interrupted run has cleaned up and said so; it ends now, with its code. Through
+        # the interpreter's own exit it once ended by SIGINT instead (status -2 after the
+        # one line, Ctrl-C during the model's start-up on a loaded machine): os._exit skips
+        # the finalisation that did it; the output files were settled before this point.
+        os._exit(code)
     sys.exit(code)
 
 
