@@ -62,6 +62,9 @@ class SliceResult:
     iou: float
     #: low-resolution logits of the final mask (the next slice's mask input)
     low_res: Optional[np.ndarray] = None
+    #: the prototype similarity map (SAM features) on the R x R ROI: what masks are
+    #: scored with, and what decides a pixel two structures claim
+    similarity: Optional[np.ndarray] = None
     #: seconds spent in the decoder, and in SynPo's own work (CMSM + PSM + NRM)
     timings: Dict[str, float] = field(default_factory=dict)
     notes: Tuple[str, ...] = ()
@@ -184,7 +187,7 @@ class SynPoSegmenter:
         return SliceResult(
             logits=logits, points=points, box=prompt.box,
             score=mask_score(final, maps.sam), synergy_score=mask_score(final, maps.syn),
-            iou=float(pred.iou[chosen]), low_res=pred.low_res[chosen],
+            iou=float(pred.iou[chosen]), low_res=pred.low_res[chosen], similarity=maps.sam,
             timings={"decode": decode_time, "synpo": total - decode_time}, notes=tuple(notes))
 
     def _choose(self, pred: Prediction, sam_map: np.ndarray) -> int:

@@ -13,55 +13,28 @@ mode            how a slice's mask is made                                  modu
 ``video``       SAM 2.1's video predictor, the volume as a video            :mod:`.video`
 ``hybrid``      the video predictor plus SynPo's points on every frame      :mod:`.video`
 ==============  ==========================================================  ======================
+
+Several structures in one run, sharing the encoder pass of every slice, with no pixel
+claimed twice: :func:`segment_structures` (:mod:`.structures`). A re-run after the user
+corrected slices, recomputing only what the corrections can change: :mod:`.corrections`.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..backends.base import Backend
-from ..config import Mode, SynPoConfig
+from ..config import SynPoConfig
 from ..errors import Cancelled
 from ..presets import preset
+from .modes import MODES
 from .sink import ResultSink
+from .structures import (ConflictRule, Structure, StructuresConfig, StructuresResult, segment_structures,
+                         structures_from_labelmap)
 from .types import (CancelCheck, Chain, Job, ProgressCallback, ProgressEvent, SliceRecord, SliceSelection, Support,
                     VolumeResult, assign_supports, check_query, outward_chains, resolve_slices, should_stop)
-
-
-def _video(hybrid: bool) -> Callable[[Job, ResultSink], None]:
-    def run(job: Job, sink: ResultSink) -> None:
-        try:
-            from . import video
-        except ImportError as exc:
-            raise ValueError(f"the {'hybrid' if hybrid else 'video'} mode needs SAM2's video predictor "
-                             f"(the sam2 package): {exc}") from exc
-        video.run(job, sink, video.VideoOptions(hybrid=hybrid))
-    return run
-
-
-def _slices(job: Job, sink: ResultSink) -> None:
-    from . import slices
-
-    sink.copy_supports()
-    slices.run(job, sink)
-
-
-def _propagate(job: Job, sink: ResultSink) -> None:
-    from . import propagate
-
-    sink.copy_supports()
-    propagate.run(job, sink)
-
-
-#: mode -> run(job, sink): how each slice's mask is made
-MODES: Dict[Mode, Callable[[Job, ResultSink], None]] = {
-    Mode.SLICES: _slices,
-    Mode.PROPAGATE: _propagate,
-    Mode.VIDEO: _video(hybrid=False),
-    Mode.HYBRID: _video(hybrid=True),
-}
 
 
 def segment_volume(backend: Backend, query: np.ndarray, support: Support, *,
@@ -102,6 +75,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["CancelCheck", "Cancelled", "Chain", "Job", "MODES", "ProgressEvent", "SliceRecord", "Support",
-           "VolumeResult", "assign_supports", "check_query", "outward_chains", "resolve_slices", "segment_volume",
-           "should_stop"]
+__all__ = ["CancelCheck", "Cancelled", "Chain", "ConflictRule", "Job", "MODES", "ProgressEvent", "SliceRecord",
+           "Structure", "StructuresConfig", "StructuresResult", "Support", "VolumeResult", "assign_supports",
+           "check_query", "outward_chains", "resolve_slices", "segment_structures", "segment_volume", "should_stop",
+           "structures_from_labelmap"]

@@ -98,6 +98,8 @@ class ProgressEvent:
     record: SliceRecord
     mask: np.ndarray
     elapsed: float
+    #: the structure the slice belongs to, in a multi-structure run ("" otherwise)
+    structure: str = ""
 
     @property
     def remaining_seconds(self) -> float:
