@@ -6,8 +6,11 @@ are imported inside the functions, so importing this package costs nothing and n
 neither. The Slicer module's Logic is a thin caller of these names.
 
 - :mod:`.nodes`: volumes, segments and views as arrays (geometry checked);
-- :mod:`.writer`: the result as a new segment, with rollback and undo;
-- :mod:`.runs`: inputs read once, the model on a worker thread, streaming writes;
+- :mod:`.writer`: the result as a new segment (or rewritten in place by a run again
+  after corrections), with rollback and undo;
+- :mod:`.runs`: inputs read once, the model on a worker thread, streaming writes; one
+  segment or several in one run; a run again after the user corrected slices; the
+  review list;
 - :mod:`.slicing`: slice and grid arithmetic between volumes (pure numpy);
 - :mod:`.selftest`: the module self-test's recipe, shared with pytest.
 """
@@ -16,10 +19,12 @@ from ..errors import MRMLInputError, RunInProgress
 from .nodes import (BINARY_LABELMAP, DEFAULT_COLOR, ViewSlice, contrasting_color, display_window,
                     ensure_converter_rules, ijk_to_world, parent_to_world, same_node, segment_array, segment_color,
                     segment_names, slice_center_ras, slice_from_view, volume_array)
-from .runs import NodeInputs, RunStatus, SegmentationRun, active_run, read_inputs, run_on_nodes
+from .runs import (CHANGED_BY_CORRECTION, CORRECTED_BY_USER, CorrectionRun, NodeInputs, ReviewRow, RunStatus,
+                   SegmentInput, SegmentationRun, active_run, corrected_slices, read_inputs, rerun_on_nodes,
+                   review_rows, run_on_nodes)
 from .slicing import (AXIS_MATCH_DEGREES, Reorientation, axis_direction_name, guess_axis, labelled_slices, map_slice,
                       query_slices, spacing_kji, voxel_centers_ras)
-from .writer import SegmentWriter
+from .writer import SegmentUpdater, SegmentWriter
 
 __all__ = [
     # nodes in
@@ -27,9 +32,12 @@ __all__ = [
     "segment_array", "segment_color", "segment_names", "slice_center_ras", "slice_from_view", "volume_array",
     "ViewSlice", "ensure_converter_rules", "BINARY_LABELMAP",
     # a segment out
-    "SegmentWriter", "contrasting_color", "DEFAULT_COLOR",
+    "SegmentWriter", "SegmentUpdater", "contrasting_color", "DEFAULT_COLOR",
     # runs
-    "NodeInputs", "RunInProgress", "RunStatus", "SegmentationRun", "active_run", "run_on_nodes",
+    "NodeInputs", "RunInProgress", "RunStatus", "SegmentationRun", "active_run", "run_on_nodes", "SegmentInput",
+    # several segments, runs again after corrections, the review list
+    "CorrectionRun", "rerun_on_nodes", "corrected_slices", "ReviewRow", "review_rows", "CHANGED_BY_CORRECTION",
+    "CORRECTED_BY_USER",
     # slice geometry
     "AXIS_MATCH_DEGREES", "Reorientation", "axis_direction_name", "guess_axis", "labelled_slices", "map_slice",
     "query_slices", "spacing_kji", "voxel_centers_ras",
