@@ -43,7 +43,13 @@ $(VENV)/.installed-lite: $(BIN)/python pyproject.toml
 
 # QT_LIBS: what PySide6's offscreen Qt needs from the system (the Slicer module's headless
 # widget tests draw with it; no display and no Xvfb). Installed only when Qt cannot start.
-QT_LIBS := libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3 fonts-dejavu-core
+# The shared libraries QtCore/QtGui/QtWidgets/QtUiTools and the offscreen plugin link to and
+# do not bundle (readelf -d): libEGL, libGL, libX11, libxkbcommon, libfontconfig, libfreetype,
+# libglib-2.0/libgthread-2.0 (QtCore's event loop), libdbus-1, plus libc/libstdc++/zlib/zstd
+# that every Debian/Ubuntu has; libX11 and libfreetype come with libgl1 and libfontconfig1.
+# A font, or text draws as nothing. (Debian 13 and Ubuntu 24.04 ship glib as libglib2.0-0t64,
+# which provides the name libglib2.0-0 on 64-bit machines.)
+QT_LIBS := libegl1 libgl1 libxkbcommon0 libfontconfig1 libglib2.0-0 libdbus-1-3 fonts-dejavu-core
 QT_CHECK := QT_QPA_PLATFORM=offscreen $(BIN)/python -c "from PySide6 import QtWidgets; QtWidgets.QApplication([])"
 
 install-test: $(VENV)/.installed-test

@@ -581,35 +581,18 @@ class SynPoLogic(ScriptedLoadableModuleLogic):
     # -- inputs
     @staticmethod
     def defaultInputs(mrmlScene):
-        """(support volume, segmentation) to start with: the Segment Editor's source volume and
-        segmentation, else the volume shown in the red view, else the scene's first ones."""
-        volume = segmentation = None
-        editorNode = mrmlScene.GetFirstNodeByClass("vtkMRMLSegmentEditorNode")
-        if editorNode is not None:
-            getSource = getattr(editorNode, "GetSourceVolumeNode", None) or editorNode.GetMasterVolumeNode
-            volume, segmentation = getSource(), editorNode.GetSegmentationNode()
-        if volume is None:
-            for i in range(mrmlScene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
-                composite = mrmlScene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
-                if composite.GetLayoutName() == "Red" and composite.GetBackgroundVolumeID():
-                    volume = mrmlScene.GetNodeByID(composite.GetBackgroundVolumeID())
-        if volume is None or not volume.IsA("vtkMRMLScalarVolumeNode") or volume.IsA("vtkMRMLLabelMapVolumeNode"):
-            volume = next((n for n in (mrmlScene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode")
-                                       for i in range(mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")))
-                           if not n.IsA("vtkMRMLLabelMapVolumeNode")), None)
-        if segmentation is None:
-            segmentation = mrmlScene.GetFirstNodeByClass("vtkMRMLSegmentationNode")
-        return volume, segmentation
+        """(support volume, segmentation) to start with (SynPoLib.scene.default_inputs): the
+        Segment Editor's, else the volume shown in the red view, else the scene's first ones."""
+        from SynPoLib import scene
+
+        return scene.default_inputs(mrmlScene)
 
     @staticmethod
     def supportSlicesFromSegment(volume, segmentationNode, segmentId):
-        """(axis, labelled slices) of a segment on the volume's grid: the axis along which it
-        covers the fewest slices (one, for a single labelled slice), and those slices."""
+        """(axis, labelled slices) of the segment on the volume's grid (SynPoLib.scene)."""
         from SynPoLib import scene
 
-        mask = scene.segment_array(segmentationNode, segmentId, volume)
-        axis = scene.guess_axis(mask)
-        return axis, scene.labelled_slices(mask, axis)
+        return scene.support_slices_from_segment(volume, segmentationNode, segmentId)
 
     def describeSupportSlices(self, volume, segmentationNode, segmentId):
         """One line for the panel: where the segment is labelled, or what to do first."""

@@ -32,13 +32,13 @@ import numpy as np
 
 from ..errors import MRMLInputError
 from ..config import DEFAULT_COLOR
-from .slicing import voxel_centers_ras
+from .slicing import guess_axis, labelled_slices, voxel_centers_ras
 
 __all__ = ["BINARY_LABELMAP", "DEFAULT_COLOR", "MRMLInputError", "ViewSlice", "check_volume", "contrasting_color",
-           "display_window", "ensure_converter_rules", "ijk_to_world", "image_to_array", "image_to_world",
-           "node_name", "oriented_image", "parent_to_world", "same_node", "segment_array", "segment_color",
-           "segment_names", "slice_center_ras", "slice_from_view", "source_representation", "to_numpy", "to_vtk",
-           "volume_array"]
+           "default_inputs", "display_window", "ensure_converter_rules", "ijk_to_world", "image_to_array",
+           "image_to_world", "node_name", "oriented_image", "parent_to_world", "same_node", "segment_array",
+           "segment_color", "segment_names", "slice_center_ras", "slice_from_view", "source_representation",
+           "support_slices_from_segment", "to_numpy", "to_vtk", "volume_array"]
 
 #: a view whose plane drifts by more than this many voxels across the volume
 #: (because it is tilted against the voxel grid) is oblique: the slice the user sees
@@ -276,6 +276,46 @@ def contrasting_color(color: Sequence[float]) -> Tuple[float, float, float]:
     if s < 0.15:  # grey has no hue to turn: use a clear orange
         return 0.95, 0.6, 0.2
     return tuple(float(c) for c in colorsys.hls_to_rgb((h + 0.5) % 1.0, l, s))
+
+
+def support_slices_from_segment(volume_node, segmentation_node, segment_id: str) -> Tuple[int, List[int]]:
+    """(axis, labelled slices) of a segment on ``volume_node``'s grid: the array axis along
+    which it covers the fewest slices (one, for a single labelled slice), and those slices.
+    This is what lets the user pick only the segment: the slice and the axis follow from it."""
+    mask = segment_array(segmentation_node, segment_id, volume_node)
+    axis = guess_axis(mask)
+    return axis, labelled_slices(mask, axis)
+
+
+# --------------------------------------------------------------------------- the inputs to start from
+
+def _is_image_volume(node) -> bool:
+    return node is not None and node.IsA("vtkMRMLScalarVolumeNode") and not node.IsA("vtkMRMLLabelMapVolumeNode")
+
+
+def default_inputs(scene) -> Tuple[Optional[Any], Optional[Any]]:
+    """(support volume, segmentation) the user most likely means, either may be None.
+
+    The Segment Editor's source volume and segmentation first (where the user just labelled
+    the slice); else the volume in the red slice view's background; else the scene's first
+    scalar volume. Label map volumes are never the support: they hold labels, not an image.
+    """
+    volume = segmentation = None
+    editor = scene.GetFirstNodeByClass("vtkMRMLSegmentEditorNode")
+    if editor is not None:
+        volume, segmentation = editor.GetSourceVolumeNode(), editor.GetSegmentationNode()
+    if volume is None:
+        for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+            composite = scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
+            if composite.GetLayoutName() == "Red" and composite.GetBackgroundVolumeID():
+                volume = scene.GetNodeByID(composite.GetBackgroundVolumeID())
+    if not _is_image_volume(volume):
+        volumes = (scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode")
+                   for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")))
+        volume = next((v for v in volumes if _is_image_volume(v)), None)
+    if segmentation is None:
+        segmentation = scene.GetFirstNodeByClass("vtkMRMLSegmentationNode")
+    return volume, segmentation
 
 
 # --------------------------------------------------------------------------- views

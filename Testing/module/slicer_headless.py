@@ -2,28 +2,38 @@
 
 What is real here:
 
+- the module: SynPo/SynPo.py and its .ui, unchanged, loaded as Slicer loads them;
 - Qt: PySide6 from PyPI (offscreen platform: no display needed), with the .ui file
   loaded by Qt's own QUiLoader;
-- MRML: PyPI's ``slicer-core`` (the wrapped MRML, segmentation and volumes libraries);
-- Slicer's Python: ``slicer.util`` from slicer-core; ``slicer.ScriptedLoadableModule``,
-  ``slicer.parameterNodeWrapper``, ``slicer.i18n`` and ``slicer.packaging`` copied
-  unchanged from Slicer's sources (Testing/module/slicer_api/python, see regenerate.py).
+- MRML: PyPI's ``slicer-core`` (the wrapped MRML, segmentation and volumes libraries,
+  and the Volumes and Segmentations modules' logics);
+- ``slicer.util``: Slicer's own, shipped by slicer-core (loadUI, childWidgetVariables,
+  VTKObservationMixin, NodeModify, tryWithErrorDisplay, reloadScriptedModule, ...).
 
-What is a stand-in, as small as the module's and Slicer's Python code need:
+What is a stand-in, written for these tests (none of it is Slicer's code), each with only
+names and signatures the real one has (Testing/module/test_slicer_module_headless.py checks
+them against Testing/module/slicer_api/slicer-api.json, read from Slicer's and CTK's sources):
 
+- Slicer's pure-Python modules that slicer-core does not ship, in
+  Testing/module/slicer_standins/ (put on ``slicer.__path__``):
+  ``slicer.ScriptedLoadableModule`` (the four base classes, the members SynPo uses),
+  ``slicer.parameterNodeWrapper`` (str/int/bool/node fields with Default, Choice,
+  Minimum, WithinRange, stored in the real parameter node as Slicer stores them, bound
+  to the .ui's widgets through their ``SlicerParameterName`` property) and
+  ``slicer.packaging`` (pip_ensure, pip_install, without dialogs). What they do not
+  cover (Slicer's other field kinds and widgets, parameter packs, the developer
+  section, dialogs) only a real Slicer tests;
 - PythonQt's conventions on top of PySide6 (the ``qt`` module): Qt properties read and
   written as attributes (``button.enabled = False``), ``obj.connect("signal(args)",
   slot)``, ``obj.name`` / ``className()``, ``exec_()``;
 - the C++ widgets of Slicer and CTK the .ui uses (qMRMLWidget, qMRMLNodeComboBox,
-  qMRMLSegmentSelectorWidget, ctkCollapsibleButton), each with only names the real
-  class has (Testing/module/test_slicer_module_headless.py checks that against the names read
-  from the real headers), and placeholder types for the classes Slicer's
-  parameterNodeWrapper merely compares widget types with;
+  qMRMLSegmentSelectorWidget, ctkCollapsibleButton);
 - ``slicer.app`` (a QApplication with the few qSlicerApplication calls made),
-  ``slicer.modules`` (this module, and the Volumes module's real logic), the scripted
-  module's C++ parents (qSlicerScriptedLoadableModule/-Widget), a layout manager whose
-  slice widgets hold the scene's real slice nodes, and ``SampleData`` (which returns the
-  Colin27 MRI from Debian's mricron-data instead of downloading MRHead).
+  ``slicer.modules`` (this module, and the Volumes and Segmentations modules' real
+  logics), the scripted module's C++ parents (qSlicerScriptedLoadableModule/-Widget), a
+  layout manager whose slice widgets hold the scene's real slice nodes, and
+  ``SampleData`` (which returns the Colin27 MRI from Debian's mricron-data instead of
+  downloading MRHead).
 """
 
 from __future__ import annotations
@@ -32,7 +42,6 @@ import ctypes
 import importlib
 import importlib.util
 import os
-import re
 import sys
 import threading
 import types
@@ -48,7 +57,10 @@ import vtk  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULE_FILE = ROOT / "SynPo" / "SynPo.py"
-VENDORED = Path(__file__).resolve().parent / "slicer_api" / "python"
+#: stand-ins for Slicer's pure-Python modules that slicer-core lacks (an extra slicer.__path__ entry)
+STANDINS = Path(__file__).resolve().parent / "slicer_standins"
+#: their module names, as Slicer names them
+STANDIN_MODULES = ("slicer.ScriptedLoadableModule", "slicer.parameterNodeWrapper", "slicer.packaging")
 COLIN = Path("/usr/share/mricron/templates/ch2.nii.gz")
 
 Signal, Property = QtCore.Signal, QtCore.Property
@@ -425,28 +437,6 @@ class ctkCollapsibleButton(PythonQtObject, QtWidgets.QGroupBox):
 CUSTOM_WIDGETS = [qMRMLWidget, qMRMLNodeComboBox, qMRMLSegmentSelectorWidget, ctkCollapsibleButton]
 
 
-def _placeholder_module(name, classes, doc):
-    """A module whose other class names are distinct types that are never instantiated: Slicer's
-    parameterNodeWrapper compares widget types with many classes; none of them is in SynPo.ui."""
-    module = types.ModuleType(name, doc)
-    for cls in classes:
-        setattr(module, cls.__name__, cls)
-
-    def __getattr__(attr):
-        if not re.match(r"(ctk|q(MRML|Slicer))\w+$", attr):
-            raise AttributeError(attr)
-
-        def refuse(*args, **kwargs):
-            raise RuntimeError(f"{attr} has no stand-in in Testing/slicer_headless.py")
-
-        placeholder = type(attr, (), {"__init__": refuse})
-        setattr(module, attr, placeholder)
-        return placeholder
-
-    module.__getattr__ = __getattr__
-    return module
-
-
 class qSlicerScriptedLoadableModule(PythonQtObject, QtCore.QObject):
     """The C++ module object a scripted module's ``parent`` is (title, categories, ... path)."""
 
@@ -501,10 +491,10 @@ class LayoutManager:
     """Slice views by name, each holding the scene's real vtkMRMLSliceNode."""
 
     def __init__(self, scene):
-        self.scene = scene
+        self._scene = scene
 
     def sliceWidget(self, name):
-        for node in _scene_nodes(slicer.mrmlScene, ["vtkMRMLSliceNode"], hidden=True):
+        for node in _scene_nodes(self._scene, ["vtkMRMLSliceNode"], hidden=True):
             if node.GetLayoutName() == name:
                 return SliceWidget(node)
         return None
@@ -522,12 +512,12 @@ class qSlicerApplication(PythonQtObject, QtWidgets.QApplication):
 
     def __init__(self):
         super().__init__(["SynPoHeadless"])
-        self.testing = True
+        self._testing = True  # Slicer's --testing: nothing is installed, dialogs close themselves
         self._moduleManager = ModuleManager()
         self.applicationName = "Slicer"
 
     def testingEnabled(self):
-        return self.testing
+        return self._testing
 
     def processEvents(self, *args):
         """PySide6's processEvents() drops one reference to None per call on Python < 3.12 (None
@@ -598,6 +588,18 @@ def make_sample_data_module():
     return module
 
 
+#: every stand-in for a C++ class of Slicer or CTK -> the class it stands in for
+CPP_STAND_INS = {
+    **{cls: cls.__name__ for cls in CUSTOM_WIDGETS},
+    qSlicerScriptedLoadableModule: "qSlicerScriptedLoadableModule",
+    qSlicerScriptedLoadableModuleWidget: "qSlicerScriptedLoadableModuleWidget",
+    qSlicerApplication: "qSlicerApplication",
+    ModuleManager: "qSlicerModuleManager",
+    LayoutManager: "qSlicerLayoutManager",
+    SliceWidget: "qMRMLSliceWidget",
+}
+
+
 # ----------------------------------------------------------------------------- the session
 
 STAND_IN_NAMES = ("app", "mrmlScene", "modules", "moduleNames", "selfTests", "qMRMLWidget", "qMRMLNodeComboBox",
@@ -619,13 +621,12 @@ class Session:
         from SynPoLib.scene import ensure_converter_rules
 
         ensure_converter_rules()
-        for name in ("qt", "ctk", "SampleData", "SynPo"):
+        for name in ("qt", "SampleData", "SynPo"):
             self.saved_modules[name] = sys.modules.get(name)
         sys.modules["qt"] = make_qt_module()
-        sys.modules["ctk"] = _placeholder_module("ctk", [ctkCollapsibleButton], "Stand-in for CTK's widgets")
         sys.modules["SampleData"] = make_sample_data_module()
-        if str(VENDORED / "slicer") not in slicer.__path__:
-            slicer.__path__.append(str(VENDORED / "slicer"))
+        if str(STANDINS) not in slicer.__path__:
+            slicer.__path__.append(str(STANDINS))
         self.app = QtWidgets.QApplication.instance() or qSlicerApplication()
         assert isinstance(self.app, qSlicerApplication), "another QApplication is running"
         slicer.app = self.app
@@ -633,8 +634,6 @@ class Session:
         slicer.moduleNames = types.ModuleType("slicer.moduleNames")
         for cls in CUSTOM_WIDGETS[:3] + [qSlicerScriptedLoadableModule, qSlicerScriptedLoadableModuleWidget]:
             setattr(slicer, cls.__name__, cls)
-        for missing in ("qMRMLSliderWidget", "qMRMLSpinBox", "qMRMLRangeWidget"):
-            setattr(slicer, missing, type(missing, (), {}))
         self.new_scene()
         self.excepthook = sys.excepthook
         sys.excepthook = self._unraised  # exceptions raised in Qt slots land here
@@ -708,8 +707,9 @@ class Session:
         for name in STAND_IN_NAMES:
             if hasattr(slicer, name):
                 delattr(slicer, name)
-        if str(VENDORED / "slicer") in slicer.__path__:
-            slicer.__path__.remove(str(VENDORED / "slicer"))
-        for name in [n for n in sys.modules if n.startswith("slicer.") and n.split(".")[1] in
-                     ("ScriptedLoadableModule", "parameterNodeWrapper", "i18n", "packaging")]:
-            del sys.modules[name]
+        if str(STANDINS) in slicer.__path__:
+            slicer.__path__.remove(str(STANDINS))
+        for name in STANDIN_MODULES:
+            sys.modules.pop(name, None)
+            if name.split(".")[1] in vars(slicer):
+                delattr(slicer, name.split(".")[1])

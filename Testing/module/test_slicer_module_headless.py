@@ -1,7 +1,9 @@
 """The Slicer module's own code, run headless: SynPo/SynPo.py unchanged, its .ui loaded by a
-real Qt (PySide6, offscreen), the real MRML scene of slicer-core, Slicer's own Python for
-the parameter node wrapper and the scripted-module base classes, and the few stand-ins of
-Testing/slicer_headless.py for what only the Slicer application has.
+real Qt (PySide6, offscreen), the real MRML scene and ``slicer.util`` of slicer-core, and the
+stand-ins of Testing/module/slicer_headless.py and Testing/module/slicer_standins/ (written
+for these tests, not Slicer's code) for the rest of Slicer: its application and widgets, and
+its ScriptedLoadableModule, parameterNodeWrapper and packaging modules. Every stand-in has
+only names and signatures Slicer's own have (test_stand_ins_have_only_names_the_real_classes_have).
 
 Covered: loading and setup, enter (default inputs, the device line with a scene saved on a
 GPU computer), the parameter node round trip (GUI <-> node <-> saved scene), Apply with the
@@ -15,6 +17,7 @@ panel's width. With SYNPO_PANEL_SCREENSHOT=path the panel after a run is saved t
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import sys
@@ -26,6 +29,7 @@ import pytest
 
 import slicer  # slicer-core: a missing one fails, never skips
 import slicer_headless
+import test_slicer_names as names
 from slicer_scene import LPS, add_segmentation, add_volume, geometry, phantom, snapshot
 
 from SynPoLib.metrics import dice
@@ -38,6 +42,8 @@ MATRIX = geometry(LPS, (1.0, 1.0, 1.5), (7.0, 10.0, -10.0))
 PANEL_WIDTH = 607
 #: as Testing/test_mrml_runs.py: LiteMedSAM on this phantom within one volume          [G]
 DICE_FLOOR = 0.75
+#: the names and signatures read from Slicer's sources
+API = names.API
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +152,12 @@ def test_parameter_node_round_trip_gui_node_and_saved_scene(session):
     assert (p.sliceRange, p.sliceMargin, p.autoStop, p.outputName) == ("Around the support slice", 7, False,
                                                                         "Organ (SynPo)")
     assert p.queryVolume.GetID() == case["other"].GetID()
+    # stored as Slicer's wrapper stores them (str(value), "True"/"False", a node reference whose
+    # role is the parameter's name), so scenes saved by Slicer and by these tests read alike
+    node = p.parameterNode
+    assert (node.GetParameter("sliceMargin"), node.GetParameter("autoStop"), node.GetParameter("outputName")) == (
+        "7", "False", "Organ (SynPo)")
+    assert node.HasParameter("queryVolume") and node.GetNodeReferenceID("queryVolume") == case["other"].GetID()
     # node -> GUI
     p.batchSize = 4
     p.outputMode = "New segmentation"
@@ -352,8 +364,8 @@ def test_pip_goes_through_slicer_packaging_imported_first(session, monkeypatch):
     assert getattr(slicer, "packaging", None) is None  # a submodule: absent until imported
     # an ordinary step: Slicer's real pip_ensure (the requirement is met: nothing runs)
     logic._pipInstall(PipStep(("numpy>=1",)))
-    packaging = sys.modules["slicer.packaging"]  # imported by SynPo, from Slicer's sources
-    assert packaging.__file__.startswith(str(slicer_headless.VENDORED))
+    packaging = sys.modules["slicer.packaging"]  # imported by SynPo: the harness's stand-in
+    assert packaging.__file__ == str(slicer_headless.STANDINS / "packaging.py")
 
     calls = []
     monkeypatch.setattr(packaging, "pip_install",
@@ -361,6 +373,11 @@ def test_pip_goes_through_slicer_packaging_imported_first(session, monkeypatch):
     logic._pipInstall(PipStep(("sam2>=1.1,<2", "torch==2.5.1"), ("--no-build-isolation",), {"SAM2_BUILD_CUDA": "0"}))
     assert calls == [(["--no-build-isolation", "sam2>=1.1,<2", "torch==2.5.1"], {"requester": "SynPo"}, "0")]
     assert "SAM2_BUILD_CUDA" not in os.environ
+
+    # outside testing mode an unmet requirement reaches pip, without a dialog (prompt_install=False)
+    monkeypatch.setattr(slicer.app, "_testing", False)
+    logic._pipInstall(PipStep(("no-such-package-synpo>=1,<2",)))
+    assert calls[-1] == (["no-such-package-synpo<2,>=1"], {"requester": "SynPo"}, None)
 
     def offline(*args, **kwargs):
         raise OSError("Network is unreachable")
@@ -408,13 +425,113 @@ def test_self_test_on_a_build_machine_installs_nothing(session, monkeypatch):
 
 # ----------------------------------------------------------------------------- stand-ins and reload
 
-def test_stand_ins_have_only_names_the_real_classes_have():
-    import test_slicer_names as names
+def signature_problems(where, mine, real):
+    """Calls valid against a stand-in must be valid against Slicer's function: its positional
+    parameters are a prefix of Slicer's, its keyword-only ones are Slicer's parameters, a
+    parameter Slicer requires has no default here, and no *args/**kwargs Slicer lacks."""
+    problems = []
+    mine_positional = [p for p in mine["parameters"] if p not in mine["keyword_only"]]
+    real_positional = [p for p in real["parameters"] if p not in real["keyword_only"]]
+    if mine_positional != real_positional[:len(mine_positional)]:
+        problems.append(f"{where}: positional parameters {mine_positional}, Slicer's {real_positional}")
+    problems += [f"{where}: Slicer's has no parameter {p}" for p in mine["keyword_only"] if p not in real["parameters"]]
+    problems += [f"{where}: {p} has a default, Slicer's is required" for p in mine["defaults"]
+                 if p in real["parameters"] and p not in real["defaults"]]
+    problems += [f"{where}: {kind} Slicer's lacks" for kind in ("varargs", "varkw") if mine[kind] and not real[kind]]
+    return problems
 
-    for cls in slicer_headless.CUSTOM_WIDGETS:
+
+def python_stand_in_problems(module, api):
+    """Problems of the stand-in module ``module`` (regenerate.python_module_api of its source)."""
+    real_names = set(API["python"][module])
+    problems = [f"{module}.{n}: not in Slicer's {module}" for n in sorted(api["defined"] - real_names)
+                if not n.startswith("_")]
+    for cls, info in api["classes"].items():
+        if cls.startswith("_"):
+            continue
+        real = names.base_members(f"{module}.{cls}") if f"{module}.{cls}" in API["python_classes"] else set()
+        problems += [f"{module}.{cls}.{m}: Slicer's {cls} has no {m}" for m in info["members"]
+                     if not m.startswith("_") and m not in real]
+    instance = set(API["python"].get(f"{module}:instance", ()))
+    for function, signature in api["functions"].items():
+        owner, _, name = function.rpartition(".")
+        if owner.startswith("_") and owner in api["instance_classes"]:  # methods added to wrapped instances
+            if name not in instance:
+                problems.append(f"{module}: a wrapped instance of Slicer's has no {name}")
+            # Slicer defines them as module functions: _connectGui, ..., _initMethod for __init__
+            real = API["python_functions"].get(f"{module}.{'_initMethod' if name == '__init__' else '_' + name}")
+        elif function.startswith("_") or name.startswith("_") and name != "__init__":
+            continue
+        else:
+            real = API["python_functions"].get(f"{module}.{function}")
+            if real is None:
+                problems.append(f"{module}.{function}: Slicer's has no such function")
+        if real is not None:
+            problems += signature_problems(f"{module}.{function}", signature, real)
+    return problems
+
+
+def stand_in_api(path: Path):
+    """Names a stand-in module defines (not imports), its classes and function signatures, read
+    as regenerate.py reads Slicer's sources."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("regenerate", ROOT / "Testing/module/slicer_api/regenerate.py")
+    regenerate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(regenerate)
+    source = path.read_text()
+    api = regenerate.python_module_api(source)
+    tree = ast.parse(source)
+    imported = {(a.asname or a.name).split(".")[0] for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))
+                for a in n.names}
+    api["defined"] = api["names"] - imported
+    api["instance_classes"] = {"_WrapperMethods"}  # copied onto every @parameterNodeWrapper class
+    return api
+
+
+def test_stand_ins_have_only_names_the_real_classes_have(session):
+    """Every stand-in has only names (and, for Python, signatures) the real one has, so what
+    passes here cannot rely on something Slicer lacks."""
+    problems = []
+    for cls, real_name in slicer_headless.CPP_STAND_INS.items():
         own = {n for n in vars(cls) if not n.startswith("_") and n != "staticMetaObject"}
-        real = names.class_names(cls.__name__)
-        assert own <= real, f"{cls.__name__} stand-in has names the real class lacks: {sorted(own - real)}"
+        real = names.class_names(real_name)
+        problems += [f"{cls.__name__}: {real_name} has no {n}" for n in sorted(own - real)]
+    # Python attributes set on instances (the C++ objects' properties, as PythonQt shows them)
+    for obj in (slicer.app, slicer.modules.synpo, slicer.app.layoutManager(), slicer.app.moduleManager()):
+        real = names.class_names(slicer_headless.CPP_STAND_INS[type(obj)])
+        pythonqt = {"connect", "disconnect"}  # PythonQt's own, on every QObject
+        problems += [f"{type(obj).__name__} instance: the real class has no {n}" for n in sorted(vars(obj))
+                     if not n.startswith("_") and n not in pythonqt and n not in real]
+    checked = []
+    for module in slicer_headless.STANDIN_MODULES:
+        path = slicer_headless.STANDINS / (module.split(".")[1] + ".py")
+        assert importlib.import_module(module).__file__ == str(path)  # what the tests run is what is checked
+        problems += python_stand_in_problems(module, stand_in_api(path))
+        checked.append(module)
+    # a parameter node wrapper instance, as SynPo makes it: its fields, and Slicer's instance names
+    p = sys.modules["SynPo"].SynPoLogic().getParameterNode()
+    fields = set(type(p).__annotations__)
+    instance = set(API["python"]["slicer.parameterNodeWrapper:instance"])
+    extra = {n for n in dir(p) if not n.startswith("_")} - fields - instance
+    problems += [f"a wrapped parameter node has {n}, Slicer's has not" for n in sorted(extra)]
+    assert checked == ["slicer.ScriptedLoadableModule", "slicer.parameterNodeWrapper", "slicer.packaging"]
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("source, problem", [
+    ("def pip_install(requirements, extra=None):\n    pass\n", "positional parameters"),
+    ("def pip_install(requirements, *, wait=True):\n    pass\n", "has no parameter wait"),
+    ("def pip_ensure(requirements=None):\n    pass\n", "requirements has a default"),
+    ("def pip_install(*requirements):\n    pass\n", "varargs"),
+    ("def pip_everything():\n    pass\n", "not in Slicer's slicer.packaging"),
+])
+def test_the_stand_in_check_catches_what_slicer_lacks(tmp_path, source, problem):
+    path = tmp_path / "packaging.py"
+    path.write_text(source)
+    found = python_stand_in_problems("slicer.packaging", stand_in_api(path))
+    assert any(problem in p for p in found), found
 
 
 def test_reload_picks_up_synpolib_changes(session, tmp_path):
@@ -422,7 +539,7 @@ def test_reload_picks_up_synpolib_changes(session, tmp_path):
     widget = open_module(session)
     saved = {n: m for n, m in sys.modules.items() if n == "SynPoLib" or n.startswith("SynPoLib.")}
     shutil.copytree(ROOT / "SynPoLib", tmp_path / "SynPoLib")
-    with open(tmp_path / "SynPoLib" / "slicer_install.py", "a") as f:
+    with open(tmp_path / "SynPoLib" / "backends" / "install.py", "a") as f:
         f.write("\nRELOADED = True  # a change made while Slicer runs\n")
     sys.path.insert(0, str(tmp_path))
     try:

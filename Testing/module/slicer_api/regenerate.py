@@ -11,15 +11,17 @@ Writes:
 
 - ``slicer-api.json``: the names Slicer defines where SynPo looks for them, with the
   Slicer commit and version they were read from: the pure-Python API (module-level
-  names, class members, function parameters), the Qt classes PythonQt exposes
-  (properties, slots, Q_INVOKABLE methods, signals, base classes, read from the C++
-  headers), the kits Slicer loads into the ``slicer`` namespace at start-up, and
-  the module names (``slicer.modules.<lowercase name>``);
-- ``python/slicer/``: Slicer's own pure-Python modules that PyPI's ``slicer-core``
-  does not ship (ScriptedLoadableModule, i18n, packaging, parameterNodeWrapper), at
-  the same commit, for the headless widget tests (with Slicer's license beside them).
+  names, class members, function signatures: parameter names, which are keyword-only,
+  which have defaults), the Qt classes PythonQt exposes (properties, slots, Q_INVOKABLE
+  methods, signals, base classes, read from the C++ headers), the kits Slicer loads
+  into the ``slicer`` namespace at start-up, and the module names
+  (``slicer.modules.<lowercase name>``);
+- with ``--index-git-dir``, ``extensions-index.json`` (the Extensions Index's rules).
 
-Testing/module/test_slicer_names.py compares SynPo/SynPo.py against the JSON file.
+Only names and signatures are extracted: no source text of Slicer is copied.
+Testing/module/test_slicer_names.py compares SynPo/SynPo.py against the JSON file, and
+Testing/module/test_slicer_module_headless.py compares the headless tests' own stand-ins
+(Testing/module/slicer_standins/) with it.
 """
 
 from __future__ import annotations
@@ -43,8 +45,6 @@ PYTHON_MODULES = {
     "slicer.parameterNodeWrapper": "Base/Python/slicer/parameterNodeWrapper/__init__.py",
 }
 PARAMETER_NODE_WRAPPER_DIR = "Base/Python/slicer/parameterNodeWrapper"
-#: copied for the headless tests (slicer-core ships slicer/util.py itself)
-VENDORED = ["ScriptedLoadableModule.py", "i18n.py", "packaging.py"]
 
 #: Qt classes of Slicer and CTK whose PythonQt-visible names are recorded (with their
 #: Slicer/CTK base classes, followed automatically)
@@ -84,9 +84,15 @@ class Repo:
 # ----------------------------------------------------------------------------- Python
 
 def _params(fn: ast.FunctionDef):
+    """Parameter names (in order), which are keyword-only and which have a default: enough to
+    tell whether a call valid against a stand-in is valid against Slicer's function."""
     a = fn.args
-    names = [p.arg for p in a.posonlyargs + a.args + a.kwonlyargs]
-    return {"parameters": names, "varargs": a.vararg is not None, "varkw": a.kwarg is not None}
+    positional = [p.arg for p in a.posonlyargs + a.args]
+    keyword_only = [p.arg for p in a.kwonlyargs]
+    with_default = positional[len(positional) - len(a.defaults):] if a.defaults else []
+    with_default += [p.arg for p, d in zip(a.kwonlyargs, a.kw_defaults) if d is not None]
+    return {"parameters": positional + keyword_only, "keyword_only": keyword_only, "defaults": with_default,
+            "varargs": a.vararg is not None, "varkw": a.kwarg is not None}
 
 
 def _class_members(cls: ast.ClassDef):
@@ -347,8 +353,10 @@ def main(argv=None):
         functions.update({f"{module}.{name}": sig for name, sig in funcs.items()})
         classes.update({f"{module}.{name}": info for name, info in klasses.items()})
     data = {
-        "about": "Names 3D Slicer defines, read from its sources by Testing/module/slicer_api/regenerate.py; "
-                 "Testing/module/test_slicer_names.py checks SynPo/SynPo.py against them.",
+        "about": "Names and signatures 3D Slicer defines, read from its sources by "
+                 "Testing/module/slicer_api/regenerate.py; Testing/module/test_slicer_names.py checks "
+                 "SynPo/SynPo.py against them, Testing/module/test_slicer_module_headless.py the headless "
+                 "tests' stand-ins.",
         "slicer": {"repository": "https://github.com/Slicer/Slicer", "commit": slicer.commit,
                    "date": slicer.git("show", "-s", "--format=%cI", slicer.commit).strip(),
                    "describe": slicer.git("describe", "--tags", slicer.commit).strip(),
@@ -364,20 +372,6 @@ def main(argv=None):
     }
     (out / "slicer-api.json").write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
 
-    vendored = out / "python" / "slicer"
-    (vendored / "parameterNodeWrapper").mkdir(parents=True, exist_ok=True)
-    header = (f"# Copied unchanged from 3D Slicer {data['slicer']['describe']} ({slicer.commit}),\n"
-              "# {path}, by Testing/module/slicer_api/regenerate.py (3D Slicer license: ../../LICENSE-Slicer.txt).\n")
-    for name in VENDORED:
-        path = f"Base/Python/slicer/{name}"
-        (vendored / name).write_text(header.format(path=path) + slicer.show(path))
-    for entry in slicer.git("ls-tree", "--name-only", f"{slicer.commit}:{PARAMETER_NODE_WRAPPER_DIR}").splitlines():
-        if entry.endswith(".py"):
-            path = f"{PARAMETER_NODE_WRAPPER_DIR}/{entry}"
-            text = slicer.show(path)
-            (vendored / "parameterNodeWrapper" / entry).write_text(
-                header.format(path=path).replace("../../", "../../../") + text)
-    (out / "LICENSE-Slicer.txt").write_text(slicer.show("License.txt"))
     print(f"wrote {out / 'slicer-api.json'} from Slicer {data['slicer']['describe']}")
     if args.index_git_dir:
         index = Repo(args.index_git_dir, "HEAD")
