@@ -465,7 +465,8 @@ class SynPoWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._showStatus(status, refresh=True)  # the 3D clean-up may have changed the areas
         if status.state == "finished":
             self.logic.showResult(run)
-            self.ui.statusLabel.text = f"done: {status.total} slices in {status.elapsed:.0f} s"
+            notes = "".join(f"; {note}" for note in getattr(run.result, "notes", ()) or ())  # e.g. NaN voxels
+            self.ui.statusLabel.text = f"done: {status.total} slices in {status.elapsed:.0f} s{notes}"
         elif status.state == "cancelled":
             self.ui.statusLabel.text = "cancelled: nothing was changed"
         elif status.state == "failed":

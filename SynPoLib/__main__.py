@@ -2,6 +2,10 @@
 
 import sys
 
-from .cli import main
+try:
+    from .cli import console
+except KeyboardInterrupt:  # Ctrl-C while Python was still importing the command
+    print("synpo: cancelled (Ctrl-C); nothing was written", file=sys.stderr)
+    sys.exit(130)
 
-sys.exit(main())
+console()

@@ -15,8 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
+import numbers
+import typing
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple, Union
+
+from .errors import InputError
 
 
 #: segment colour when none is given: Slicer's "tissue" green                      [G]
@@ -95,6 +100,17 @@ class WindowConfig:
     #: explicit (low, high) that overrides both; Slicer passes its display window: what the user sees  [G]
     window: Optional[Tuple[float, float]] = None
 
+    def __post_init__(self) -> None:
+        if self.modality not in ("auto", "ct", "mri"):
+            raise ValueError(f"modality must be 'auto', 'ct' or 'mri', got {self.modality!r}")
+        for name in ("ct_window", "window"):
+            pair = getattr(self, name)
+            if pair is not None and not _finite(pair[0]) < _finite(pair[1]):
+                raise ValueError(f"{name} ({pair[0]}, {pair[1]}): LOW must be below HIGH")
+        low, high = self.mri_percentiles
+        if not 0.0 <= low < high <= 100.0:
+            raise ValueError(f"mri_percentiles ({low}, {high}) must satisfy 0 <= LOW < HIGH <= 100")
+
 
 @dataclass(frozen=True)
 class SynergyConfig:
@@ -111,6 +127,8 @@ class SynergyConfig:
     mask_threshold: float = 0.5
 
     def __post_init__(self) -> None:
+        if min(self.delta_sd, self.delta_s, self.delta_d) < 0:
+            raise ValueError("synergy deltas must be >= 0")
         total = self.delta_sd + self.delta_s + self.delta_d
         if abs(total - 1.0) > 1e-6:
             raise ValueError(f"synergy deltas must sum to 1, got {total:.6g}")
@@ -159,6 +177,12 @@ class PointConfig:
             raise ValueError(
                 f"negative interval is empty by construction: alpha ({self.alpha}) < beta ({self.beta})"
             )
+        if not self.widen_step > 0 or self.widen_max_steps < 0:
+            raise ValueError("widen_step must be > 0 and widen_max_steps >= 0")
+        if self.seed < 0:
+            raise ValueError("seed must be >= 0")
+        if self.location_prior is not None and not self.location_prior > 0:
+            raise ValueError("location_prior must be > 0 (or null: off)")
 
 
 @dataclass(frozen=True)
@@ -187,6 +211,8 @@ class RefineConfig:
             raise ValueError("connectivity must be 4 or 8")
         if self.opening_size < 1:
             raise ValueError("opening_size must be >= 1")
+        if self.opening_iterations < 0:
+            raise ValueError("opening_iterations must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -212,6 +238,10 @@ class PromptConfig:
     def __post_init__(self) -> None:
         if not 0.0 < self.box_quantile < 1.0:
             raise ValueError("box_quantile must lie in (0, 1)")
+        if min(self.box_margin, self.support_box_margin) < 0:
+            raise ValueError("box margins must be >= 0")
+        if not self.box_max_scale >= 1.0:
+            raise ValueError("box_max_scale must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -223,6 +253,11 @@ class GeometryConfig:
     #: keep the slice's physical aspect ratio (pixel spacing included) by padding to
     #: a square before resizing; False stretches as the spec's plain resize does     [G]
     keep_aspect: bool = True
+
+    def __post_init__(self) -> None:
+        # below 16 pixels a ROI holds less than one feature cell of any backbone
+        if not 16 <= self.roi_size <= 4096:
+            raise ValueError(f"roi_size must lie in 16..4096, got {self.roi_size}")
 
 
 @dataclass(frozen=True)
@@ -251,6 +286,10 @@ class QualityConfig:
     def __post_init__(self) -> None:
         if self.stop_after < 1:
             raise ValueError("stop_after must be >= 1")
+        if self.min_pixels < 0:
+            raise ValueError("min_pixels must be >= 0")
+        if not 0.0 < self.stop_threshold <= 1.0:
+            raise ValueError("stop_threshold must lie in (0, 1]")
         if self.area_jump <= 1.0:
             raise ValueError("area_jump must be > 1")
 
@@ -284,6 +323,10 @@ class PropagationConfig:
     mask: bool = False
     #: add SynPo's points to the propagated prompt                                   [G]
     points: bool = False
+
+    def __post_init__(self) -> None:
+        if self.box_margin < 0:
+            raise ValueError("box_margin must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -329,37 +372,139 @@ class SynPoConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "SynPoConfig":
-        sections = {}
-        for f in dataclasses.fields(cls):
-            if f.name not in data:
-                continue
-            section_type = type(getattr(cls(), f.name))
-            values = {}
-            for sub in dataclasses.fields(section_type):
-                if sub.name in data[f.name]:
-                    value = data[f.name][sub.name]
-                    value = coerce_field(section_type, sub.name, value)
-                    values[sub.name] = value
-            sections[f.name] = section_type(**values)
-        return cls(**sections)
+        """The configuration a :meth:`to_dict` (or a JSON file of sections) describes.
+
+        Missing sections and fields keep their defaults; an unknown section or field,
+        a value of the wrong type or out of range raises :class:`InputError`.
+        """
+        cfg = cls()
+        edits = {}
+        if not isinstance(data, dict):
+            raise InputError(f"expected an object of sections, got {type(data).__name__}")
+        for section, values in data.items():
+            if section not in SECTIONS:
+                raise InputError(f"unknown section {section!r}; sections: {', '.join(SECTIONS)}")
+            if not isinstance(values, dict):
+                raise InputError(f"section {section!r} must be an object of fields, got {type(values).__name__}")
+            for name, value in values.items():
+                edits[f"{section}.{name}"] = value
+        return edit(cfg, edits)
 
 
-#: fields whose type is an enum, by (section class, field) -> enum; Optional enums too
-_ENUM_FIELDS = {
-    (PromptConfig, "strategy"): PromptStrategy,
-    (PromptConfig, "mask_choice"): MaskChoice,
-    (SynergyConfig, "prototype"): PrototypeForm,
-    (PointConfig, "method"): PointMethod,
-    (RefineConfig, "prompt"): RefinePrompt,
-    (PropagationConfig, "mode"): Mode,
-}
+#: the sections of :class:`SynPoConfig`, by name, in order
+SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(SynPoConfig)}
+
+
+def _finite(value) -> float:
+    return float(value) if math.isfinite(float(value)) else float("nan")
+
+
+def field_types(section_type) -> dict:
+    """Field name -> its declared type, for one section class."""
+    return typing.get_type_hints(section_type)
+
+
+def _describe(tp) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Union:
+        inner = [a for a in args if a is not type(None)]
+        return " or ".join(_describe(a) for a in inner) + " or null"
+    if origin is tuple:
+        return f"a list of {len(args)} numbers"
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return "one of " + ", ".join(repr(m.value) for m in tp)
+    return {bool: "true or false", int: "a whole number", float: "a finite number", str: "a string"}.get(tp, str(tp))
+
+
+def _coerce(tp, value: Any):
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Union:
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        if isinstance(value, tp):
+            return value
+        return tp(value)  # ValueError for a value outside the enum
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ValueError("wrong shape")
+        return tuple(_coerce(a, v) for a, v in zip(args, value))
+    if tp is bool:
+        if isinstance(value, (bool,) + _numpy_bools()):
+            return bool(value)
+        raise ValueError("not a boolean")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ValueError("a boolean is not a number")
+        if isinstance(value, numbers.Integral):
+            return int(value)
+        if isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer():
+            return int(value)
+        raise ValueError("not a whole number")
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+            raise ValueError("not a finite number")
+        return float(value)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ValueError("not a string")
+    return value
+
+
+def _numpy_bools() -> tuple:
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover - numpy is a dependency
+        return ()
+    return (np.bool_,)
 
 
 def coerce_field(section_type, name, value):
-    """A JSON value back to its field's type (enums and tuples)."""
-    enum_type = _ENUM_FIELDS.get((section_type, name))
-    if enum_type is not None and value is not None:
-        return enum_type(value)
-    if isinstance(value, list):
-        return tuple(value)
-    return value
+    """A value (from JSON, a ``--set`` line or Python) as its field's declared type.
+
+    Raises :class:`InputError` naming the field, what it expects and what it got: the
+    one rule for ``--config``, ``--set`` and the Slicer module's parameter table.
+    """
+    types = field_types(section_type)
+    if name not in types:
+        raise InputError(f"unknown parameter {name!r}; known: {', '.join(types)}")
+    tp = types[name]
+    try:
+        return _coerce(tp, value)
+    except (ValueError, TypeError):
+        raise InputError(f"expects {_describe(tp)}, got {value!r}") from None
+
+
+def edit(cfg: "SynPoConfig", edits: dict) -> "SynPoConfig":
+    """``cfg`` with ``{"section.field": value}`` edits applied, each section built once.
+
+    Values are coerced to their field's type (:func:`coerce_field`) and every section
+    is checked after all its edits (so weights that must sum to 1 can be changed
+    together). Raises :class:`InputError` naming the parameter.
+    """
+    by_section: dict = {}
+    for key, value in edits.items():
+        section, _, name = str(key).partition(".")
+        if section not in SECTIONS or not name:
+            raise InputError(f"unknown parameter {key!r}; sections: {', '.join(SECTIONS)}")
+        types = field_types(type(getattr(cfg, section)))
+        if name not in types:
+            raise InputError(f"unknown parameter {key!r}; {section} has: {', '.join(types)}")
+        try:
+            by_section.setdefault(section, {})[name] = coerce_field(type(getattr(cfg, section)), name, value)
+        except InputError as exc:
+            raise InputError(f"{key} {exc}") from None
+    for section, values in by_section.items():
+        try:
+            cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **values)})
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"{section}: {exc}") from None
+    return cfg
+
+
+__all__ = ["DEFAULT_COLOR", "GeometryConfig", "MaskChoice", "Mode", "PointConfig", "PointMethod", "PromptConfig",
+           "PromptStrategy", "PropagationConfig", "PrototypeForm", "QualityConfig", "RefineConfig", "RefinePrompt",
+           "SECTIONS", "SynPoConfig", "SynergyConfig", "WindowConfig", "coerce_field", "edit", "field_types"]

@@ -50,5 +50,13 @@ class RunInProgress(SynPoError, RuntimeError):
     """Another SynPo run is writing into the scene; wait for it or cancel it."""
 
 
+class Terminated(KeyboardInterrupt):
+    """The process was asked to stop (SIGTERM) while SynPo held temporary files.
+
+    A :class:`KeyboardInterrupt`, so that it passes every ``except Exception`` and
+    is handled wherever Ctrl-C is: the run unwinds and removes what it staged.
+    """
+
+
 __all__ = ["Cancelled", "DeviceError", "DeviceMemoryError", "DownloadCancelled", "InputError", "MRMLInputError",
-           "ProtocolError", "RunInProgress", "SynPoError", "WeightsError"]
+           "ProtocolError", "RunInProgress", "SynPoError", "Terminated", "WeightsError"]

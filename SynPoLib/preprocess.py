@@ -5,6 +5,11 @@ Two rules the Slicer extensions we studied break, and we keep:
 - one intensity window for the whole volume, never per slice (per-slice min-max makes
   the same tissue a different grey on every slice, which breaks support/query matching);
 - the input volume is never modified: every function here returns new arrays.
+
+NaN and Inf voxels (a failed reconstruction, a masked export) carry no intensity:
+the window is computed from the finite voxels only, and :func:`apply_window` shows
+a non-finite voxel as background (0, the window's low end), +Inf included. The
+volume driver never paints them (SynPoLib.volume.types.Job).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from .config import GeometryConfig, WindowConfig
+from .errors import InputError
 from .resize import resize_bilinear, resize_nearest
 
 #: values below this in a volume mean air in Hounsfield units: the volume is CT [G]
@@ -25,27 +31,53 @@ def window_bounds(volume: np.ndarray, cfg: WindowConfig = WindowConfig()) -> Tup
     """The (low, high) intensity window for a whole volume."""
     if cfg.window is not None:
         low, high = (float(v) for v in cfg.window)
+        if not low < high:  # nan fails too
+            raise InputError(f"the intensity window ({low:g}, {high:g}) is empty: LOW must be below HIGH")
+        return low, high
+    values = finite_values(volume)
+    if values.size == 0:
+        raise InputError("the volume has no finite voxel (all NaN or Inf): there is no image to segment")
+    modality = cfg.modality
+    if modality == "auto":
+        modality = "ct" if float(np.min(values)) < _CT_AIR_THRESHOLD else "mri"
+    if modality == "ct":
+        low, high = (float(v) for v in cfg.ct_window)
+    elif modality == "mri":
+        low, high = (float(v) for v in np.percentile(values, cfg.mri_percentiles))
     else:
-        modality = cfg.modality
-        if modality == "auto":
-            modality = "ct" if float(np.min(volume)) < _CT_AIR_THRESHOLD else "mri"
-        if modality == "ct":
-            low, high = (float(v) for v in cfg.ct_window)
-        elif modality == "mri":
-            low, high = (float(v) for v in np.percentile(volume, cfg.mri_percentiles))
-        else:
-            raise ValueError(f"unknown modality {cfg.modality!r}: use 'auto', 'ct' or 'mri'")
+        raise InputError(f"unknown modality {cfg.modality!r}: use 'auto', 'ct' or 'mri'")
     if not high > low:
-        raise ValueError(
-            f"intensity window is empty ({low:g} .. {high:g}): the volume may be constant; "
-            "pass an explicit window")
+        raise InputError(
+            f"intensity window is empty ({low:g} .. {high:g}): the volume is constant over its "
+            f"{cfg.mri_percentiles[0]:g}-{cfg.mri_percentiles[1]:g} percentiles; give an explicit window "
+            "(--window LOW HIGH, or the config's window.window)")
     return low, high
 
 
+def nonfinite_count(volume: np.ndarray) -> int:
+    """How many voxels are NaN or +-Inf (0 for integer volumes, without a pass over them)."""
+    volume = np.asarray(volume)
+    if volume.dtype.kind not in "fc":
+        return 0
+    return int(volume.size - np.count_nonzero(np.isfinite(volume)))
+
+
+def finite_values(volume: np.ndarray) -> np.ndarray:
+    """The volume's finite voxels (the volume itself when all are finite)."""
+    volume = np.asarray(volume)
+    if volume.dtype.kind not in "fc":
+        return volume
+    finite = np.isfinite(volume)
+    return volume if finite.all() else volume[finite]
+
+
 def apply_window(image: np.ndarray, bounds: Tuple[float, float]) -> np.ndarray:
-    """Map intensities linearly to [0, 255] (clipped), as uint8."""
+    """Map intensities linearly to [0, 255] (clipped), as uint8; NaN and +-Inf become 0 (background)."""
     low, high = bounds
-    scaled = (np.asarray(image, dtype=np.float32) - low) * (255.0 / (high - low))
+    image = np.asarray(image)
+    scaled = (image.astype(np.float32) - low) * (255.0 / (high - low))
+    if image.dtype.kind in "fc" and not np.isfinite(scaled).all():
+        scaled = np.where(np.isfinite(image), np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0), 0.0)
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 

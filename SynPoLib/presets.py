@@ -29,8 +29,9 @@ import json
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .config import PromptStrategy, SynPoConfig, coerce_field
+from .config import SECTIONS, PromptStrategy, SynPoConfig, edit
 from .errors import InputError
+from .paths import check_input_file
 
 PRESETS: Dict[str, SynPoConfig] = {
     "paper": SynPoConfig(),
@@ -55,13 +56,13 @@ def preset(name: str) -> SynPoConfig:
 
 # --------------------------------------------------------------------------- edits
 
-def parse_assignments(items: Sequence[str]) -> dict:
+def parse_assignments(items: Sequence[str], flag: str = "--set") -> dict:
     """``section.field=value`` items to a dict (values parsed as JSON when possible)."""
     out = {}
     for item in items or ():
-        key, sep, value = item.partition("=")
+        key, sep, value = str(item).partition("=")
         if not sep or "." not in key:
-            raise InputError(f"--set expects section.field=value, got {item!r}")
+            raise InputError(f"{flag} expects section.field=value, got {item!r}".strip())
         try:
             out[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
@@ -69,33 +70,69 @@ def parse_assignments(items: Sequence[str]) -> dict:
     return out
 
 
-def build_config(preset_name: str, config_file: Optional[str] = None,
-                 assignments: Sequence[str] = ()) -> SynPoConfig:
-    """The preset, then a JSON config file's sections, then ``section.field=value`` edits."""
+def _kind(value) -> str:
+    return {bool: "boolean", int: "number", float: "number", str: "string", list: "list", dict: "object",
+            type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def read_config_file(config_file: str) -> dict:
+    """A ``--config`` file's ``{"section.field": value}`` edits; one-line errors name the file."""
+    path = check_input_file(config_file, "--config")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(f"--config {path} is not a UTF-8 text file: give a JSON file of sections") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--config {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"--config {path} must hold a JSON object of sections "
+                         f'(e.g. {{"points": {{"n_negative": 2}}}}), got a {_kind(data)}')
+    edits = {}
+    for section, values in data.items():
+        if section not in SECTIONS:
+            raise InputError(f"--config {path}: unknown section {section!r}; sections: {', '.join(SECTIONS)}")
+        if not isinstance(values, dict):
+            raise InputError(f"--config {path}: section {section!r} must be an object of fields, "
+                             f"got a {_kind(values)}")
+        for name, value in values.items():
+            edits[f"{section}.{name}"] = value
+    return edits
+
+
+def build_config(preset_name: str, config_file: Optional[str] = None, assignments: Sequence[str] = (),
+                 extra: Optional[Dict[str, Tuple[str, object]]] = None, set_flag: str = "--set") -> SynPoConfig:
+    """The preset, then a JSON config file's sections, then ``section.field=value`` edits.
+
+    ``--config`` and ``--set`` follow one rule (:func:`SynPoLib.config.edit`): every
+    field known, every value of its field's type and in range; the error names the
+    flag. ``extra``: ``{"section.field": (flag, value)}`` edits from other options
+    (``--window``, ``--mode``), applied last. ``set_flag`` names the assignments in
+    messages ("" for the Slicer module's parameter table, whose lines have no flag).
+    """
     cfg = preset(preset_name)
+    sources: List[Tuple[str, dict]] = []
     if config_file:
-        path = Path(config_file)
-        if not path.is_file():
-            raise InputError(f"config file not found: {path}")
+        sources.append((f"--config {config_file}", read_config_file(config_file)))
+    for item in assignments or ():
+        sources.append((f"{set_flag} {item}".strip(), parse_assignments([item], set_flag)))
+    for key, (flag, value) in (extra or {}).items():
+        sources.append((flag, {key: value}))
+    # each source is checked on its own (so the error names it), then all are applied
+    # together (so a section's joint rules, like weights summing to 1, see the result)
+    edits: Dict[str, object] = {}
+    for label, values in sources:
         try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise InputError(f"config file {path} is not valid JSON: {exc}") from None
-        merged = cfg.to_dict()
-        for section, values in data.items():
-            if section not in merged:
-                raise InputError(f"config file {path}: unknown section {section!r}")
-            merged[section].update(values)
-        cfg = SynPoConfig.from_dict(merged)
-    for key, value in parse_assignments(assignments).items():
-        section, _, name = key.partition(".")
-        if not hasattr(cfg, section) or name not in {f.name for f in dataclasses.fields(getattr(cfg, section))}:
-            raise InputError(f"--set: unknown parameter {key!r}")
-        try:
-            cfg = cfg.updated(**{key: coerce_field(type(getattr(cfg, section)), name, value)})
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"--set {key}: {exc}") from None
-    return cfg
+            edit(cfg, values)
+        except InputError as exc:
+            joint = str(exc).split(":")[0] in SECTIONS
+            if not joint:
+                raise InputError(f"{label}: {exc}") from None
+        edits.update(values)
+    try:
+        return edit(cfg, edits)
+    except InputError as exc:
+        labels = [label for label, values in sources if any(k.split(".")[0] == str(exc).split(":")[0] for k in values)]
+        raise InputError(f"{' with '.join(labels) or 'configuration'}: {exc}") from None
 
 
 # The Slicer module keeps the edits as text in its parameter node (the same lines as
@@ -108,7 +145,7 @@ def _lines(text: str) -> List[str]:
 
 def config_for(preset_name: str, overrides: str = "") -> SynPoConfig:
     """The preset with the override lines applied; a bad line raises with its reason."""
-    return build_config(preset_name, None, _lines(overrides))
+    return build_config(preset_name, None, _lines(overrides), set_flag="")
 
 
 def config_rows(preset_name: str, overrides: str = "") -> List[Tuple[str, str, bool]]:

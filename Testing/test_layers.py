@@ -3,7 +3,7 @@
 The layers, first to last (a module may import from its own layer and earlier ones):
 
 ====  =====================================================================
-0     errors
+0     errors, paths
 1     config
 2     presets
 3     io, metrics, figures, resize, preprocess, overlay (the leaves)
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "SynPoLib"
 
 LAYERS = [
-    ("errors",),
+    ("errors", "paths"),
     ("config",),
     ("presets",),
     ("io", "metrics", "figures", "resize", "preprocess", "overlay"),

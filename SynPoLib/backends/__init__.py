@@ -17,14 +17,18 @@ from .base import Backend, EncodedSlice, Prediction
 BACKENDS: Dict[str, Callable[..., Backend]] = {}
 #: name -> what a person choosing among them should know (the Slicer module's choices)
 LABELS: Dict[str, str] = {}
+#: name -> the configuration preset measured for it (SynPoLib.presets), known before
+#: any model loads, so a run's configuration is checked before the work starts
+PRESET_OF: Dict[str, str] = {}
 
 _cache: Dict[Tuple, Backend] = {}
 _lock = threading.Lock()
 
 
-def register_backend(name: str, factory: Callable[..., Backend], label: str = "") -> None:
+def register_backend(name: str, factory: Callable[..., Backend], label: str = "", preset: str = "paper") -> None:
     BACKENDS[name] = factory
     LABELS[name] = label or name
+    PRESET_OF[name] = preset
 
 
 def _lite(**options) -> Backend:
@@ -45,7 +49,7 @@ def _sam2(**options) -> Backend:
     return create_sam2(**options)
 
 
-register_backend("lite", _lite, "LiteMedSAM (lite, fast on a CPU)")
+register_backend("lite", _lite, "LiteMedSAM (lite, fast on a CPU)", preset="lite")
 register_backend("synpo", _synpo, "SAM2 + DINOv2 (the paper's, best on a GPU)")
 register_backend("sam2", _sam2, "SAM2 alone (the paper's SAM-only row, a GPU)")
 
@@ -64,4 +68,4 @@ def create_backend(name: str, *, cache: bool = True, **options) -> Backend:
         return backend
 
 
-__all__ = ["BACKENDS", "LABELS", "Backend", "EncodedSlice", "Prediction", "create_backend", "register_backend"]
+__all__ = ["BACKENDS", "LABELS", "PRESET_OF", "Backend", "EncodedSlice", "Prediction", "create_backend", "register_backend"]

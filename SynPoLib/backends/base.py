@@ -66,6 +66,8 @@ class Backend(abc.ABC):
     name: str = ""
     #: the configuration preset measured best with this model (SynPoLib.presets)
     preset: str = "paper"
+    #: has SAM 2.1's video predictor (the video and hybrid modes need it)
+    video: bool = False
 
     def __init__(self) -> None:
         self.encoder_calls = EncoderCounter()

@@ -106,6 +106,7 @@ class SAM2DINOv2Backend(Backend):
     """SAM 2.1 features and masks, fused with DINOv2 features when ``dino_model`` is set."""
 
     preset = "paper"
+    video = True
 
     def __init__(self, sam2_size_name: str = DEFAULT_SAM2, dino_model: Optional[str] = DEFAULT_DINO, *,
                  sam2_checkpoint: Optional[Path] = None, dino_checkpoint: Optional[Path] = None,

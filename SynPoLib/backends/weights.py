@@ -18,6 +18,12 @@ published, against the hub's own LFS SHA-256 of the file. The verified digest, s
 and modification time are stamped next to the file, so later runs re-hash only a file
 that changed since (a full re-hash of 5 GB of weights would cost every run seconds);
 ``synpo weights verify`` always re-hashes. A digest mismatch is refused.
+
+A file with no published digest to compare with (placed by hand) is never called
+verified: its structure is checked instead (:func:`structure_problem`: a safetensors
+header that accounts for the file's size, a PyTorch zip archive whose directory is
+whole), a broken one is refused, and its stamp records that its digest was only
+first seen, not checked, so a later stamp match does not make it trusted.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ import hashlib
 import json
 import os
 import re
+import struct
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Union
@@ -50,6 +58,10 @@ class WeightsMissing(WeightsError):
 
 class ChecksumMismatch(WeightsError):
     """The file on disk is not the published file (corrupt, truncated or replaced)."""
+
+
+class BrokenCheckpoint(ChecksumMismatch):
+    """A file with no published digest whose own structure shows it is incomplete or damaged."""
 
 
 @dataclass(frozen=True)
@@ -187,13 +199,51 @@ def _read_stamp(path: Path) -> Optional[dict]:
         return None
 
 
-def _write_stamp(path: Path, digest: str) -> None:
+def _write_stamp(path: Path, digest: str, trusted: bool) -> None:
+    """Remember a hashed file; ``trusted``: its digest matched a published (or hub) one."""
     st = path.stat()
     try:
         _stamp_path(path).write_text(json.dumps({"sha256": digest, "size": st.st_size,
-                                                 "mtime_ns": st.st_mtime_ns}))
+                                                 "mtime_ns": st.st_mtime_ns, "trusted": bool(trusted)}))
     except OSError:  # a read-only cache still works, it just re-hashes next time
         pass
+
+
+def structure_problem(path: Path) -> Optional[str]:
+    """Why a checkpoint file is incomplete or damaged, from its own structure (None: intact or unknown).
+
+    safetensors: an 8-byte header length, a JSON header, and tensor data that ends
+    exactly at the end of the file. PyTorch ``.pt``/``.pth`` zip archives: a central
+    directory that opens, with every member inside the file. Other formats (a legacy
+    pickle) cannot be checked without loading them.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        if path.suffix == ".safetensors":
+            if len(head) < 8:
+                return f"is {size} bytes: too short for a safetensors file"
+            (n,) = struct.unpack("<Q", head)
+            if 8 + n > size:
+                return f"ends inside its safetensors header ({size:,} bytes, header of {n:,})"
+            try:
+                header = json.loads(handle.read(n))
+                end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+            except (ValueError, KeyError, TypeError, IndexError):
+                return "has a damaged safetensors header"
+            if 8 + n + end != size:
+                return f"is {size:,} bytes where its safetensors header accounts for {8 + n + end:,} (truncated)"
+            return None
+    if zipfile.is_zipfile(path) or head[:2] == b"PK":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                for info in archive.infolist():
+                    if info.header_offset + info.compress_size > size:
+                        return f"has a zip member ({info.filename}) that runs past the end of the file"
+        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            return f"is not a whole PyTorch archive ({exc})"
+    return None
 
 
 def fetch_command(model: ModelFile) -> str:
@@ -238,17 +288,30 @@ def verify_file(model: ModelFile, path: Path, *, full: bool = False, expected: O
             f"{path} is {kind}: {st.st_size} bytes, expected {model.size} for {model.name}. Delete it and run: "
             f"{fetch_command(model)}")
     stamp = _read_stamp(path) or {}
-    want = expected or model.sha256 or stamp.get("sha256")
+    published = expected or model.sha256
+    trusted_stamp = bool(stamp.get("trusted")) and stamp.get("sha256") is not None
+    want = published or stamp.get("sha256")
     if (not full and stamp.get("size") == st.st_size and stamp.get("mtime_ns") == st.st_mtime_ns
             and want is not None and stamp.get("sha256") == want):
         return str(want)
+    if not published and not trusted_stamp:
+        problem = structure_problem(path)
+        if problem:
+            raise BrokenCheckpoint(f"{path} {problem}: the file is incomplete or damaged. Delete it and run: "
+                                   f"{fetch_command(model)}")
     digest = sha256_file(path, hash_progress)
     if want is not None and digest != want:
         raise ChecksumMismatch(
             f"{path} has SHA-256 {digest}, expected {want} for {model.name}: the file is corrupt, truncated or "
             f"not the published one. Delete it and run: {fetch_command(model)}")
-    _write_stamp(path, digest)
+    _write_stamp(path, digest, trusted=bool(published) or trusted_stamp)
     return digest
+
+
+def is_trusted(model: ModelFile, path: Path) -> bool:
+    """Whether ``path``'s digest was checked against a published one (else only its structure was)."""
+    stamp = _read_stamp(Path(path)) or {}
+    return model.sha256 is not None or bool(stamp.get("trusted"))
 
 
 #: ``progress``: True (a bar on stderr), False (silent), or ``callback(done_bytes, total_bytes)``
@@ -379,7 +442,7 @@ class Status:
     model: ModelFile
     path: Path
     present: bool
-    state: str  # "missing", "ok", "unverified", "mismatch"
+    state: str  # "missing", "ok", "unverified", "mismatch", "broken"
     detail: str = ""
 
 
@@ -397,17 +460,24 @@ def status(names: Optional[Iterable[str]] = None, *, weights_dir_override: Optio
             stamp = _read_stamp(target)
             st = target.stat()
             fresh = bool(stamp and stamp.get("size") == st.st_size and stamp.get("mtime_ns") == st.st_mtime_ns
-                         and (model.sha256 is None or stamp.get("sha256") == model.sha256))
+                         and (model.sha256 is None or stamp.get("sha256") == model.sha256)
+                         and (model.sha256 is not None or stamp.get("trusted")))
             out.append(Status(model, target, True, "ok" if fresh else "unverified"))
             continue
         try:
             digest = verify_file(model, target, full=True)
-            out.append(Status(model, target, True, "ok", digest))
+        except BrokenCheckpoint as exc:
+            out.append(Status(model, target, True, "broken", str(exc)))
         except ChecksumMismatch as exc:
             out.append(Status(model, target, True, "mismatch", str(exc)))
+        else:
+            trusted = is_trusted(model, target)
+            out.append(Status(model, target, True, "ok" if trusted else "unverified",
+                              digest if trusted else f"{digest} (no published digest to compare with; "
+                                                         "its structure is intact)"))
     return out
 
 
-__all__ = ["ChecksumMismatch", "DEFAULT_SET", "ModelFile", "REGISTRY", "Status", "WeightsError", "WeightsMissing",
-           "cached_path", "download", "fetch_command", "get", "is_offline", "resolve", "sha256_file", "status",
-           "verify_file", "weights_dir"]
+__all__ = ["BrokenCheckpoint", "ChecksumMismatch", "DEFAULT_SET", "ModelFile", "REGISTRY", "Status", "WeightsError",
+           "WeightsMissing", "cached_path", "download", "fetch_command", "get", "is_offline", "is_trusted", "resolve",
+           "sha256_file", "status", "structure_problem", "verify_file", "weights_dir"]

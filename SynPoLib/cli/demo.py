@@ -9,12 +9,14 @@ baseline of copying the support mask to every slice.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
-from ..files import SegmentRequest, segment_files
+from ..files import SegmentRequest, check_request, segment_files
+from ..paths import check_output_file
 from .common import ProgressBar, add_backend_arguments
 
 HELP = "segment a brain structure in a real MRI from one slice, with Dice"
@@ -55,24 +57,28 @@ def run(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise InputError(f"demo data missing: {path}; install it with: apt-get install mricron-data")
     label = STRUCTURES[args.structure]
-    atlas = sitk.GetArrayFromImage(sitk.ReadImage(str(ATLAS)))
-    slices = structure_slices(atlas, label, args.axis)
-    middle = slices[len(slices) // 2]
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    print(f"demo: {args.structure} (AAL label {label}) in Colin27 T1, axis {args.axis}: "
-          f"support = slice {middle}, query = its other {len(slices) - 1} slices {slices[0]}..{slices[-1]}")
     name = args.structure
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file: the demo writes several files into a folder; give a folder")
+    check_output_file(out / f"{name}.seg.nrrd", "--out")  # the folder can be made and written
     request = SegmentRequest(
-        query=str(T1), support_mask=str(ATLAS), support_slice=[middle], axis=args.axis, label=label,
+        query=str(T1), support_mask=str(ATLAS), support_slice=[0], axis=args.axis, label=label,
         backend=args.backend, device=args.device, mode=args.mode, no_auto_stop=not args.auto_stop,
-        slice_range=None if args.whole_volume else f"{slices[0]}:{slices[-1] + 1}",
         out=str(out / f"{name}.seg.nrrd"), labelmap=str(out / f"{name}.nii.gz"), png=str(out / f"{name}.png"),
         confidence_png=str(out / f"{name}.confidence.png"), records=str(out / f"{name}.records.json"),
         reference=str(ATLAS), name=f"{name} (SynPo)", quiet=args.quiet)
+    check_request(request)  # the outputs, the mode, the backend: before the atlas is read
+    atlas = sitk.GetArrayFromImage(sitk.ReadImage(str(ATLAS)))
+    slices = structure_slices(atlas, label, args.axis)
+    middle = slices[len(slices) // 2]
+    print(f"demo: {args.structure} (AAL label {label}) in Colin27 T1, axis {args.axis}: "
+          f"support = slice {middle}, query = its other {len(slices) - 1} slices {slices[0]}..{slices[-1]}")
+    request = dataclasses.replace(request, support_slice=[middle],
+                                  slice_range=None if args.whole_volume else f"{slices[0]}:{slices[-1] + 1}")
     bar = ProgressBar(enabled=not args.quiet)
     try:
-        outcome = segment_files(request, progress=bar)
+        outcome = segment_files(request, progress=bar, on_written=lambda paths: setattr(args, "written", paths))
     finally:
         bar.close()
     for line in outcome.report_lines():

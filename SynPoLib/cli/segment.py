@@ -69,7 +69,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     bar = ProgressBar(enabled=not args.quiet)
     try:
-        outcome = segment_files(SegmentRequest.from_args(args), progress=bar)
+        outcome = segment_files(SegmentRequest.from_args(args), progress=bar,
+                                on_written=lambda paths: setattr(args, "written", paths))
     finally:
         bar.close()
     for line in outcome.report_lines():

@@ -48,8 +48,8 @@ def _list(args: argparse.Namespace) -> int:
         source = m.repo_id or "manual: " + (m.url or "?")
         licence = m.licence if len(m.licence) <= 12 else m.licence[:11] + "…"
         print(f"{m.name:<22} {m.display_size:>9}  {row.state:<10} {licence:<12} {source}")
-    print("states: ok = present and verified; unverified = present, not yet hashed (synpo weights verify); "
-          "missing = not in the folder")
+    print("states: ok = present and verified against a published digest; unverified = present, not yet hashed, "
+          "or with no published digest (synpo weights verify checks its structure); missing = not in the folder")
     return 0
 
 
@@ -81,9 +81,11 @@ def _verify(args: argparse.Namespace) -> int:
                 bad += 1
                 print(f"{row.model.name}: MISSING at {row.path} (fetch: {weights.fetch_command(row.model)})")
             continue
-        if row.state == "mismatch":
+        if row.state in ("mismatch", "broken"):
             bad += 1
-            print(f"{row.model.name}: MISMATCH: {row.detail}")
+            print(f"{row.model.name}: {row.state.upper()}: {row.detail}")
+        elif row.state == "unverified":
+            print(f"{row.model.name}: unverified  sha256 {row.detail}  {row.path}")
         else:
             print(f"{row.model.name}: ok  sha256 {row.detail}  {row.path}")
     if not any(r.present for r in rows) and not args.models:

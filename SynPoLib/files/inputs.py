@@ -1,4 +1,4 @@
-"""What a file-to-file run reads from its request: ranges, labels, the backend.
+"""What a file-to-file run reads from its request: the range, the backend.
 
 Each check raises :class:`~SynPoLib.errors.InputError` with one line that says what
 to fix, before any work is done.
@@ -7,8 +7,6 @@ to fix, before any work is done.
 from __future__ import annotations
 
 from typing import Optional, Tuple
-
-import numpy as np
 
 from ..errors import InputError, WeightsError
 
@@ -20,30 +18,13 @@ def parse_range(text: Optional[str]) -> Optional[Tuple[Optional[int], Optional[i
     """'a:b' (half-open, like Python), 'a:' or ':b' -> (a, b) with None for open ends."""
     if text is None:
         return None
-    if ":" not in text:
-        raise InputError(f"--range must look like START:STOP (half-open), got {text!r}")
+    if not isinstance(text, str) or text.count(":") != 1:
+        raise InputError(f"--range must look like START:STOP (half-open, e.g. --range 10:20), got {text!r}")
     start, _, stop = text.partition(":")
     try:
         return (int(start) if start.strip() else None, int(stop) if stop.strip() else None)
     except ValueError:
-        raise InputError(f"--range must hold integers, got {text!r}") from None
-
-
-def select_label(mask_array: np.ndarray, label: Optional[int], path: str) -> np.ndarray:
-    """Binary mask of ``label`` (or of the one non-zero label when not given)."""
-    values = np.unique(mask_array)
-    nonzero = [int(v) for v in values if v != 0]
-    if not nonzero:
-        raise InputError(f"support mask {path} is empty: it has no non-zero voxel")
-    if label is None:
-        if len(nonzero) > 1:
-            shown = ", ".join(str(v) for v in nonzero[:12]) + (" ..." if len(nonzero) > 12 else "")
-            raise InputError(f"support mask {path} holds several labels ({shown}): choose one with --label")
-        label = nonzero[0]
-    if label not in nonzero:
-        raise InputError(f"label {label} is absent from {path} (labels present: "
-                         f"{', '.join(str(v) for v in nonzero[:12])})")
-    return mask_array == label
+        raise InputError(f"--range must hold whole numbers, e.g. --range 10:20; got {text!r}") from None
 
 
 def backend_options(args) -> dict:
@@ -91,4 +72,4 @@ def open_backend(name: str, device: Optional[str] = None, options: Optional[dict
         raise InputError(str(exc)) from None
 
 
-__all__ = ["SAM2_BACKENDS", "backend_options", "open_backend", "parse_range", "select_label"]
+__all__ = ["SAM2_BACKENDS", "backend_options", "open_backend", "parse_range"]

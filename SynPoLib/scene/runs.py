@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..errors import Cancelled, MRMLInputError, RunInProgress
+from ..errors import Cancelled, InputError, MRMLInputError, RunInProgress
 from .nodes import (contrasting_color, display_window, ijk_to_world, node_name, same_node, segment_array,
                     segment_color, volume_array)
 from .slicing import Reorientation, labelled_slices, query_slices, spacing_kji
@@ -373,7 +373,7 @@ def read_inputs(support_volume, segmentation_node, segment_id: Union[str, Sequen
     where a segment is drawn (k-shot when there are several); given, each segment uses
     those of them it is drawn on (at least one). The query defaults to the support volume.
     """
-    from ..volume.types import Support
+    from ..volume.types import Support, whole_number
 
     if axis not in (0, 1, 2):
         raise MRMLInputError(f"axis must be 0, 1 or 2 (k, j, i of the volume), got {axis}")
@@ -403,7 +403,10 @@ def read_inputs(support_volume, segmentation_node, segment_id: Union[str, Sequen
         if support_slices is None:
             chosen = drawn
         else:
-            asked = sorted(set(int(s) for s in support_slices))
+            try:
+                asked = sorted(set(whole_number(s, "a support slice index") for s in support_slices))
+            except InputError as exc:
+                raise MRMLInputError(str(exc)) from None
             if not asked:
                 raise MRMLInputError("give at least one support slice")
             n = support_vol.shape[axis]

@@ -29,7 +29,7 @@ from ..backends.base import Backend
 from ..config import SynPoConfig
 from ..errors import Cancelled
 from ..presets import preset
-from .modes import MODES
+from .modes import MODES, checked_config
 from .sink import ResultSink
 from .structures import (ConflictRule, Structure, StructuresConfig, StructuresResult, segment_structures,
                          structures_from_labelmap)
@@ -56,8 +56,7 @@ def segment_volume(backend: Backend, query: np.ndarray, support: Support, *,
     slices part of the result as labelled instead of re-segmenting them. A cancelled
     run raises :class:`~SynPoLib.errors.Cancelled`; the inputs are never written to.
     """
-    if config is None:
-        config = preset(backend.preset)
+    config = checked_config(backend, config)
     job = Job.build(backend, query, support, config, slices=slices, query_spacing=query_spacing,
                     query_window=query_window, assignment=assignment, same_volume=same_volume,
                     batch_size=batch_size)

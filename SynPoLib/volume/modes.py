@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
-from ..config import Mode
+from ..backends.base import Backend
+from ..config import Mode, SynPoConfig
+from ..errors import InputError
+from ..presets import preset
 from .sink import ResultSink
 from .types import Job
 
@@ -43,4 +46,21 @@ MODES: Dict[Mode, Callable[[Job, ResultSink], None]] = {
 }
 
 
-__all__ = ["MODES"]
+def checked_config(backend: Backend, config: Optional[SynPoConfig]) -> SynPoConfig:
+    """The run's configuration (the backend's preset when None), refused with one line when
+    the backend or the configuration cannot run (before any work)."""
+    if not callable(getattr(backend, "encode", None)) or not callable(getattr(backend, "predict", None)):
+        raise InputError(f"backend must be a SynPoLib Backend (create_backend('lite')), got {type(backend).__name__}")
+    if config is None:
+        config = preset(backend.preset)
+    if not isinstance(config, SynPoConfig):
+        raise InputError(f"config must be a SynPoConfig, got {type(config).__name__}")
+    mode = config.propagation.mode
+    if mode in (Mode.VIDEO, Mode.HYBRID) and not getattr(getattr(backend, "inner", backend), "video", False):
+        raise InputError(f"the {Mode(mode).value} mode runs SAM 2.1's video predictor, which the "
+                         f"{backend.name or 'given'} backend does not have: use a sam2 or synpo backend, or the "
+                         "slices / propagate mode")
+    return config
+
+
+__all__ = ["MODES", "checked_config"]

@@ -99,7 +99,7 @@ class ResultSink:
         """Same volume: the labelled support slices that were asked for, as labelled."""
         job = self.job
         for s in job.copied:
-            mask = np.asarray(take_slice(job.support.mask, s, job.axis) > 0)
+            mask = job.paintable(s, np.asarray(take_slice(job.support.mask, s, job.axis) > 0))
             set_slice(self.out, s, job.axis, mask)
             self.report(make_record(index=s, support_index=-1, pixels=int(mask.sum()), notes=("support slice",)),
                         mask)
@@ -129,7 +129,7 @@ class ResultSink:
                         rec.pixels = kept
             out = cleaned
         self.records.sort(key=lambda r: r.index)
-        return VolumeResult(mask=out, records=self.records, axis=job.axis, window=job.q_window)
+        return VolumeResult(mask=out, records=self.records, axis=job.axis, window=job.q_window, notes=job.notes)
 
 
 class Direction:
@@ -152,6 +152,7 @@ class Direction:
     def accept(self, record: SliceRecord, mask: np.ndarray) -> np.ndarray:
         """Apply the acceptance rule to ``record``; the mask that counts (empty if refused)."""
         quality = self.sink.quality
+        mask = self.sink.job.paintable(record.index, mask)
         pixels = int(np.count_nonzero(mask))
         accepted = pixels >= max(quality.min_pixels, 1)
         if quality.min_score is not None and not record.score >= quality.min_score:

@@ -111,6 +111,7 @@ def run_tracks(tracks: Sequence[Track], guidance: Optional[Callable[[Job], Guida
     if not tracks:
         return
     lead = tracks[0].job
+    tracks[0].sink.check_cancel()  # a run cancelled before it starts encodes nothing
     encoder = SharedEncoder(lead.backend, lead.query_roi, capacity=max(capacity, lead.batch_size))
     support_encodings = SupportEncodings(lead.backend)
     groups: "OrderedDict[Tuple[str, Tuple[int, ...]], List[Tuple[_Walker, Chain]]]" = OrderedDict()

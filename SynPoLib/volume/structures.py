@@ -33,9 +33,8 @@ import numpy as np
 from ..backends.base import Backend
 from ..config import Mode, SynPoConfig
 from ..preprocess import in_plane_spacing, take_slice, window_bounds
-from ..presets import preset
 from .encoder import SHARED_ENCODINGS
-from .modes import MODES
+from .modes import MODES, checked_config
 from .sink import PixelEvidence, ResultSink, Track
 from .types import (CancelCheck, Job, ProgressCallback, ProgressEvent, SliceSelection, Support, VolumeResult,
                     check_query, resolve_slices)
@@ -222,8 +221,7 @@ def run_structures(backend: Backend, query: np.ndarray, structures: Sequence[Str
     structures = list(structures)
     if not structures:
         raise ValueError("give at least one structure")
-    if config is None:
-        config = preset(backend.preset)
+    config = checked_config(backend, config)
     axes = {s.support.axis for s in structures}
     if len(axes) != 1:
         raise ValueError(f"every structure's support must lie along one axis, got axes {sorted(axes)}")

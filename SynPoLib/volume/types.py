@@ -10,6 +10,8 @@ slice distance when support and query are one volume), or by an explicit assignm
 
 from __future__ import annotations
 
+import math
+import numbers
 import threading
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -18,8 +20,57 @@ import numpy as np
 
 from ..backends.base import Backend
 from ..config import SynPoConfig
-from ..errors import Cancelled
-from ..preprocess import SliceGeometry, apply_window, in_plane_spacing, slice_geometry, take_slice, window_bounds
+from ..errors import Cancelled, InputError
+from ..preprocess import (SliceGeometry, apply_window, in_plane_spacing, nonfinite_count, slice_geometry, take_slice,
+                          window_bounds)
+
+
+def whole_number(value, what: str) -> int:
+    """``value`` as an int when it is one (never truncating 5.7 to 5); else :class:`InputError`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InputError(f"{what} must be a whole number, got {value!r}")
+    return int(value)
+
+
+def check_axis(axis) -> int:
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral) or axis not in (0, 1, 2):
+        raise InputError(f"axis must be 0, 1 or 2 (the k, j or i axis of the array), got {axis!r}")
+    return int(axis)
+
+
+def check_image(array, what: str) -> None:
+    """A 3-D array of numbers (an image or a labelmap)."""
+    if np.ndim(array) != 3:
+        raise InputError(f"{what} must be 3-D, got shape {np.shape(array)}")
+    kind = np.asarray(array).dtype.kind
+    if kind not in "biuf":
+        raise InputError(f"{what} must hold numbers, got dtype {np.asarray(array).dtype}")
+    if min(np.shape(array)) < 1:
+        raise InputError(f"{what} has no voxels (shape {np.shape(array)})")
+
+
+def check_spacing(spacing, what: str) -> Optional[Tuple[float, float, float]]:
+    if spacing is None:
+        return None
+    try:
+        values = tuple(float(v) for v in spacing)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} must be 3 positive numbers (k, j, i), got {spacing!r}") from None
+    if len(values) != 3 or not all(math.isfinite(v) and v > 0 for v in values):
+        raise InputError(f"{what} must be 3 positive numbers (k, j, i), got {spacing!r}")
+    return values
+
+
+def check_window(window, what: str) -> Optional[Tuple[float, float]]:
+    if window is None:
+        return None
+    try:
+        low, high = (float(v) for v in window)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} must be (low, high), got {window!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise InputError(f"{what} ({low:g}, {high:g}): LOW must be below HIGH, both finite")
+    return low, high
 
 
 @dataclass
@@ -36,22 +87,26 @@ class Support:
     window: Optional[Tuple[float, float]] = None
 
     def __post_init__(self) -> None:
-        if self.axis not in (0, 1, 2):
-            raise ValueError(f"axis must be 0, 1 or 2, got {self.axis}")
-        if np.ndim(self.volume) != 3:
-            raise ValueError(f"support volume must be 3-D, got shape {np.shape(self.volume)}")
+        self.axis = check_axis(self.axis)
+        check_image(self.volume, "support volume")
+        check_image(self.mask, "support mask")
         if np.shape(self.mask) != np.shape(self.volume):
-            raise ValueError(
+            raise InputError(
                 f"support mask shape {np.shape(self.mask)} differs from its volume's {np.shape(self.volume)}")
-        self.slices = [int(s) for s in (self.slices if np.ndim(self.slices) else [self.slices])]
+        if np.asarray(self.mask).dtype.kind == "f" and not np.isfinite(self.mask).all():
+            raise InputError("support mask holds NaN/Inf: give a boolean or label mask")
+        raw = self.slices if np.ndim(self.slices) else [self.slices]
+        self.slices = [whole_number(s, "a support slice index") for s in raw]
         if not self.slices:
-            raise ValueError("give at least one support slice")
+            raise InputError("give at least one support slice")
+        self.spacing = check_spacing(self.spacing, "support spacing")
+        self.window = check_window(self.window, "support window")
         n = self.volume.shape[self.axis]
         for s in self.slices:
             if not 0 <= s < n:
-                raise ValueError(f"support slice {s} is outside the volume (0..{n - 1} along axis {self.axis})")
+                raise InputError(f"support slice {s} is outside the volume (0..{n - 1} along axis {self.axis})")
             if not np.any(take_slice(self.mask, s, self.axis)):
-                raise ValueError(f"support mask is empty on slice {s} along axis {self.axis}")
+                raise InputError(f"support mask is empty on slice {s} along axis {self.axis}")
 
 
 @dataclass
@@ -114,6 +169,8 @@ class VolumeResult:
     records: List[SliceRecord]
     axis: int
     window: Tuple[float, float]
+    #: what a person should know about the run, one line each (e.g. NaN voxels)
+    notes: Tuple[str, ...] = ()
 
     def record(self, index: int) -> SliceRecord:
         for rec in self.records:
@@ -156,25 +213,31 @@ def resolve_slices(slices: SliceSelection, n: int) -> List[int]:
     if slices is None:
         return list(range(n))
     if isinstance(slices, tuple) and len(slices) == 2 and not isinstance(slices, range):
-        start, stop = slices
-        slices = range(int(start), int(stop))
-    out = sorted(set(int(s) for s in slices))
+        start, stop = (whole_number(v, "a query slice range end") for v in slices)
+        if not start < stop:
+            raise InputError(f"the query slice range ({start}, {stop}) is empty: START must be below STOP")
+        slices = range(start, stop)
+    if isinstance(slices, (str, bytes)) or not hasattr(slices, "__iter__"):
+        raise InputError(f"slices must be a range, a list of indices or a (start, stop) pair, got {slices!r}")
+    out = sorted(set(whole_number(s, "a query slice index") for s in slices))
     bad = [s for s in out if not 0 <= s < n]
     if bad:
-        raise ValueError(f"query slices {bad[:5]} are outside 0..{n - 1}")
+        raise InputError(f"query slices {bad[:5]} are outside 0..{n - 1}")
     if not out:
-        raise ValueError("the query slice range is empty")
+        raise InputError("the query slice range is empty")
     return out
 
 
 def check_query(query: np.ndarray, support: Support, same_volume: Optional[bool],
                 query_spacing: Optional[Sequence[float]]) -> Tuple[bool, Optional[Sequence[float]]]:
     """Validate a query against its support; return (same volume?, query spacing)."""
-    if np.ndim(query) != 3:
-        raise ValueError(f"query volume must be 3-D, got shape {np.shape(query)}")
+    check_image(query, "query volume")
+    if not isinstance(support, Support):
+        raise InputError(f"support must be a Support, got {type(support).__name__}")
     same = (query is support.volume) if same_volume is None else bool(same_volume)
     if same and np.shape(query) != np.shape(support.volume):
-        raise ValueError("same_volume was given but query and support shapes differ")
+        raise InputError("same_volume was given but query and support shapes differ")
+    query_spacing = check_spacing(query_spacing, "query_spacing")
     if query_spacing is None and same:
         query_spacing = support.spacing
     return same, query_spacing
@@ -241,6 +304,9 @@ class Job:
     #: query slice -> support slice, for the slices that are segmented (not copied)
     assignment: Dict[int, int]
     batch_size: int = 1
+    #: NaN/Inf voxels of the query and of the support volume (never painted)
+    q_nonfinite: int = 0
+    s_nonfinite: int = 0
 
     @classmethod
     def build(cls, backend: Backend, query: np.ndarray, support: Support, config: SynPoConfig, *,
@@ -249,8 +315,11 @@ class Job:
               assignment: Optional[Mapping[int, int]] = None, same_volume: Optional[bool] = None,
               batch_size: int = 1) -> "Job":
         same, query_spacing = check_query(query, support, same_volume, query_spacing)
-        if int(batch_size) < 1:
-            raise ValueError("batch_size must be >= 1")
+        if whole_number(batch_size, "batch_size") < 1:
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        if not isinstance(config, SynPoConfig):
+            raise InputError(f"config must be a SynPoConfig, got {type(config).__name__}")
+        query_window = check_window(query_window, "query_window")
         axis = support.axis
         n_query = query.shape[axis]
         wanted = resolve_slices(slices, n_query)
@@ -264,16 +333,20 @@ class Job:
         else:
             missing = [q for q in todo if q not in assignment or assignment[q] not in support.slices]
             if missing:
-                raise ValueError(f"no support assigned to query slices {missing[:5]}")
+                raise InputError(f"no support assigned to query slices {missing[:5]}")
             chosen = {q: int(assignment[q]) for q in todo}
         geometry = config.geometry
-        return cls(backend=backend, query=query, support=support, config=config, wanted=wanted, same=same,
+        job = cls(backend=backend, query=query, support=support, config=config, wanted=wanted, same=same,
                    query_spacing=query_spacing, q_window=q_window, s_window=s_window,
                    q_geometry=slice_geometry(slice_shape(query.shape, axis), in_plane_spacing(query_spacing, axis),
                                              geometry),
                    s_geometry=slice_geometry(slice_shape(support.volume.shape, axis),
                                              in_plane_spacing(support.spacing, axis), geometry),
-                   assignment=chosen, batch_size=int(batch_size))
+                   assignment=chosen, batch_size=int(batch_size), q_nonfinite=nonfinite_count(query),
+                   s_nonfinite=0 if same else nonfinite_count(support.volume))
+        for s in support.slices:  # a sliver of a support can vanish at the ROI: say so before any work
+            job.support_mask_roi(s)
+        return job
 
     @property
     def axis(self) -> int:
@@ -292,6 +365,22 @@ class Job:
     def chains(self) -> List[Chain]:
         return outward_chains(self.todo, self.assignment)
 
+    @property
+    def notes(self) -> Tuple[str, ...]:
+        """The NaN/Inf policy, said once per volume that has such voxels."""
+        out = []
+        for name, count in (("query", self.q_nonfinite), ("support volume", self.s_nonfinite)):
+            if count:
+                out.append(f"{name}: {count} NaN/Inf voxels left out of the intensity window, shown to the model as "
+                           "background and never painted")
+        return tuple(out)
+
+    def paintable(self, index: int, mask: np.ndarray) -> np.ndarray:
+        """``mask`` on query slice ``index`` without its NaN/Inf voxels (they carry no image)."""
+        if not self.q_nonfinite:
+            return mask
+        return np.logical_and(mask, np.isfinite(take_slice(self.query, index, self.axis)))
+
     def query_roi(self, index: int) -> np.ndarray:
         """Query slice ``index`` windowed and scaled into the method's R x R image."""
         return self.q_geometry.image_to_roi(apply_window(take_slice(self.query, index, self.axis), self.q_window))
@@ -300,13 +389,17 @@ class Job:
         """Support slice ``index`` as the R x R image and its mask on the ROI."""
         image = self.s_geometry.image_to_roi(
             apply_window(take_slice(self.support.volume, index, self.axis), self.s_window))
+        return image, self.support_mask_roi(index)
+
+    def support_mask_roi(self, index: int) -> np.ndarray:
+        """Support slice ``index``'s mask on the ROI; refused when it vanishes there."""
         mask_roi = self.s_geometry.mask_to_roi(take_slice(self.support.mask, index, self.axis) > 0)
         if not mask_roi.any():
-            raise ValueError(f"support mask on slice {index} vanishes at the "
-                             f"{self.config.geometry.roi_size}-pixel ROI")
-        return image, mask_roi
+            raise InputError(f"the support mask on slice {index} is too small to survive scaling to the "
+                             f"{self.config.geometry.roi_size}-pixel image the model sees: label more of it")
+        return mask_roi
 
 
 __all__ = ["CancelCheck", "Cancelled", "Chain", "Job", "ProgressEvent", "SliceRecord", "Support", "VolumeResult",
-           "assign_supports", "check_query", "outward_chains", "resolve_slices", "set_slice", "should_stop",
-           "slice_shape"]
+           "assign_supports", "check_axis", "check_image", "check_query", "check_spacing", "check_window",
+           "outward_chains", "resolve_slices", "set_slice", "should_stop", "slice_shape", "whole_number"]

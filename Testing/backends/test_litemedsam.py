@@ -63,14 +63,14 @@ def test_encode_and_predict_contract(lite_backend):
     rect = np.zeros((256, 256), bool)
     rect[96:160, 80:176] = True
     mask = one.masks[0]
-    assert 2 * (mask & rect).sum() / (mask.sum() + rect.sum()) > 0.9
+    assert 2 * (mask & rect).sum() / (mask.sum() + rect.sum()) > 0.99  # measured 0.9998
     three = lite_backend.predict(enc[0], box=box, multimask=True)
     assert three.logits.shape == (3, 256, 256) and three.iou.shape == (3,)
     # the same prompt on a 512 ROI: coordinates are scaled, masks come back at 512
     big = lite_backend.predict(enc[0], box=box * 2, multimask=False, roi_size=512)
     assert big.logits.shape == (1, 512, 512)
     small = big.logits[0].reshape(256, 2, 256, 2).mean(axis=(1, 3)) > 0
-    assert (small == mask).mean() > 0.99
+    assert (small == mask).mean() > 0.999  # measured 0.99998
     with pytest.raises(ValueError, match="uint8"):
         lite_backend.encode([img.astype(np.float32)])
 

@@ -214,10 +214,26 @@ def test_synergy_pipeline_end_to_end(colin, synpo):
         assert np.all(r.points >= 0) and np.all(r.points[:, 0] < vol.shape[2]) and np.all(r.points[:, 1] < vol.shape[1])
         assert r.timings["encode"] > 0 and r.timings["decode"] > 0
         assert np.isfinite(r.iou)
-    # the synergy map really fuses both backbones with the paper's deltas
-    from SynPoLib.config import SynPoConfig
-    cfg = SynPoConfig()
-    assert (cfg.synergy.delta_sd, cfg.synergy.delta_s, cfg.synergy.delta_d) == (0.8, 0.1, 0.1)
+    # the confidence map fuses both backbones with the paper's weights: on the real features
+    # of a query slice, the paper's map is 0.8 S D + 0.1 S + 0.1 D of the maps each backbone
+    # gives alone (deltas (0, 1, 0) and (0, 0, 1)), and the two backbones' maps differ
+    from SynPoLib.config import SynergyConfig, SynPoConfig
+    from SynPoLib.method.segmenter import SynPoSegmenter
+    from SynPoLib.volume.types import Job
+
+    job = Job.build(synpo, vol, support, SynPoConfig())
+    query_enc = synpo.encode([job.query_roi(query[0])])[0]
+    image, mask_roi = job.support_roi(mid)
+    support_enc = synpo.encode([image])[0]
+
+    def confidence(sd, s, d):
+        segmenter = SynPoSegmenter(synpo, SynPoConfig().replace(synergy=SynergyConfig(sd, s, d)))
+        return segmenter.confidence(query_enc, segmenter.prepare_support(support_enc, mask_roi)).syn
+
+    sam_map, dino_map, fused = confidence(0.0, 1.0, 0.0), confidence(0.0, 0.0, 1.0), confidence(0.8, 0.1, 0.1)
+    np.testing.assert_allclose(fused, 0.8 * sam_map * dino_map + 0.1 * sam_map + 0.1 * dino_map, atol=1e-5)
+    assert np.corrcoef(sam_map.ravel(), dino_map.ravel())[0, 1] < 0.99  # two backbones, two maps
+    assert np.abs(fused - sam_map).max() > 0.05 and np.abs(fused - dino_map).max() > 0.05
 
 
 def test_sam_only_pipeline(colin):

@@ -399,3 +399,36 @@ def test_cli_segment_runs_offline_with_the_files_in_place(cache, tmp_path, monke
     err = capsys.readouterr().err
     assert f"{dino_file} has SHA-256" in err and "synpo weights download dinov2-vits14-reg4" in err
     assert not (tmp_path / "out.seg.nrrd").exists()
+
+
+def _safetensors(n_values: int) -> bytes:
+    import json
+
+    header = json.dumps({"w": {"dtype": "F32", "shape": [n_values], "data_offsets": [0, 4 * n_values]}}).encode()
+    return len(header).to_bytes(8, "little") + header + np.arange(n_values, dtype="<f4").tobytes()
+
+
+def test_a_hand_placed_file_without_a_published_digest_is_never_called_verified(cache, capsys, no_network):
+    """DINOv2's timm files publish no digest: a copy put in the cache by hand can only be
+    checked by its structure. Intact: "unverified" (not "ok"); cut short: refused, never stamped."""
+    model = weights.get("dinov2-vits14")
+    target = weights.cached_path(model)
+    target.parent.mkdir(parents=True)
+    target.write_bytes(_safetensors(1000))
+    assert main(["weights", "verify", model.name]) == 0
+    out = capsys.readouterr().out
+    assert f"{model.name}: unverified  sha256 " in out and "no published digest" in out and ": ok " not in out
+    assert main(["weights", "verify", model.name]) == 0  # its own first stamp does not make it trusted
+    assert "unverified" in capsys.readouterr().out
+    assert main(["weights", "list"]) == 0
+    row = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(model.name))
+    assert " unverified " in row and " ok " not in row
+    # the same file cut short by a failed copy: refused on verify and on use, and no stamp is written
+    stamp = target.with_name(target.name + weights.STAMP_SUFFIX)
+    target.write_bytes(_safetensors(1000)[:-40])
+    stamp.unlink()
+    assert main(["weights", "verify", model.name]) == 1
+    assert "BROKEN" in capsys.readouterr().out and not stamp.exists()
+    with pytest.raises(weights.BrokenCheckpoint, match="truncated"):
+        weights.resolve(model.name)
+    assert no_network == []

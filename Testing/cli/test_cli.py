@@ -152,7 +152,8 @@ def test_geometry_round_trip_through_the_cli(files, capsys):
     result = np.transpose(voxels > 0, (2, 1, 0))  # back to (k, j, i)
     truth = files["mask"]
     rows = slice(3, 10)
-    assert 2 * (result[rows] & truth[rows]).sum() / (result[rows].sum() + truth[rows].sum()) > 0.8
+    d = 2 * (result[rows] & truth[rows]).sum() / (result[rows].sum() + truth[rows].sum())
+    assert d >= 0.87, d  # measured 0.905 (lite, CPU)
     assert not result[:3].any() and not result[10:].any()
     ijk_to_lps = np.eye(4)
     ijk_to_lps[:3, :3] = expected_dirs

@@ -10,7 +10,6 @@ from SynPoLib import PointMethod, PromptStrategy, preset
 from SynPoLib.cli import main
 from SynPoLib.evaluation import (FeatureSubset, ResultStore, Subject, evaluate_case, read_csv,
                                  select_methods, standard_methods, within_volume_case)
-from SynPoLib.metrics import pooled_dice
 
 from conftest import ellipsoid_volume
 
@@ -83,10 +82,13 @@ def test_eval_cli_writes_every_report_and_resumes(blob_files, tmp_path, lite_bac
     assert {r["support_slice"] for r in slices} == {middle}
     assert all(isinstance(r["fingerprint"], str) for r in volumes)  # hex that may read as a float stays text
     by_method = {r["method"]: r for r in volumes}
-    assert by_method["synpo"]["dice"] > 0.7, "a bright blob is easy"
+    assert by_method["synpo"]["dice"] >= 0.89, by_method["synpo"]["dice"]  # measured 0.922 (lite, CPU)
 
-    # copy: the support slice pasted on every scored slice, pooled by hand
-    expected = pooled_dice([(mask[middle], mask[s]) for s in scored])
+    # copy: the support slice pasted on every scored slice, pooled by hand (2 |A n B| / (|A| + |B|)
+    # summed over the slices), not by the metric under test
+    overlap = sum(int((mask[middle] & mask[s]).sum()) for s in scored)
+    sizes = sum(int(mask[middle].sum()) + int(mask[s].sum()) for s in scored)
+    expected = 2.0 * overlap / sizes
     assert by_method["copy"]["dice"] == pytest.approx(expected, abs=1e-6)
     # the volume Dice is the pooled slice Dice
     for method, row in by_method.items():

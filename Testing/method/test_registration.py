@@ -65,8 +65,8 @@ def test_warp_moves_the_mask_where_the_image_moved(shift, angle):
     soft = R.register_and_warp(fixed, image, mask.astype(np.float32), (1.0, 1.0), CFG)
     got = soft > 0.5
     # copying the mask is clearly worse than the warp, which recovers the motion
-    assert dice(mask, truth) < 0.85
-    assert dice(got, truth) > 0.95
+    assert dice(mask, truth) < 0.85  # copying: measured 0.669 (shift), 0.779 (rotation)
+    assert dice(got, truth) > 0.98  # the warp: measured 1.000 (shift), 0.995 (rotation)
     if angle == 0:
         shift_found = np.array(ndimage.center_of_mass(got)) - np.array(ndimage.center_of_mass(mask))
         np.testing.assert_allclose(shift_found, shift, atol=0.5)
@@ -157,8 +157,8 @@ def test_chain_alike_at_1_and_2_mm_on_colin(colin):
                                        start.astype(np.float32), (spacing, spacing), CFG))
         results[spacing] = steps
     for a, b in zip(results[1.0], results[2.0]):
-        assert dice(_halve(a.mask, binary=True), b.mask) > 0.85
-        assert dice(a.mask, ref[a.index, :216, :180]) > 0.75
+        assert dice(_halve(a.mask, binary=True), b.mask) > 0.87  # measured 0.896-0.933 over the 6 slices
+        assert dice(a.mask, ref[a.index, :216, :180]) > 0.83  # measured 0.860-0.958
 
 
 # ------------------------------------------------------------- random walker
@@ -203,7 +203,7 @@ def test_chain_pulls_slices_lazily_and_times_each_step():
     step = next(chain)
     assert pulled == [0], "the chain must not read ahead (memory flat in slice count)"
     assert step.support == 7 and set(step.seconds) == {R.REGISTRATION, R.REFINEMENT}
-    assert dice(step.mask, mask) > 0.95
+    assert dice(step.mask, mask) > 0.98  # measured 0.995
 
 
 def test_meeting_rules_cover_every_slice():
@@ -269,7 +269,7 @@ def test_prior_hook_fuses_into_the_output_not_into_the_chain():
                                    CFG, prior_hook=hook))
     assert hooked == [1, 2]
     assert not steps[0].mask.any() and not steps[1].mask.any()
-    assert dice(steps[1].soft > 0.5, mask) > 0.95  # the chain went on from the prior
+    assert dice(steps[1].soft > 0.5, mask) > 0.98  # the chain went on from the prior (measured 1.000)
     np.testing.assert_allclose(R.fuse_prior(np.ones(3), np.zeros(3), 0.25), 0.75)
 
 
@@ -297,7 +297,7 @@ def test_prototype_cosine_drops_where_the_structure_ends():
     proto = R.support_prototype(features(True), roi)
     inside = R.prototype_cosine(proto, features(True), roi)
     past_end = R.prototype_cosine(proto, features(False), roi)
-    assert inside > 0.95 and past_end < 0.8 < inside
+    assert inside > 0.99 and past_end < 0.2  # measured 0.9995 and -0.12
     assert R.prototype_cosine(proto, features(True), np.zeros_like(roi)) == float("-inf")
 
 
@@ -323,7 +323,7 @@ def test_affine_start_maps_the_support_slice():
     assert R.mapped_slice(mask[sup], sup, 0, support, query, transform) == pytest.approx(sup + 3, abs=0.5)
     prism = R.map_support_mask(mask[sup], sup, 0, support, query, transform)
     assert prism.shape == query.array.shape
-    assert dice(prism[sup + 3] > 0.5, smask[sup + 3]) > 0.9
+    assert dice(prism[sup + 3] > 0.5, smask[sup + 3]) > 0.97  # measured 1.000
     assert R.choose_start_slice({22: 0.7, 23: 0.9, 24: 0.9}, 23.4) == 23
     assert R.choose_start_slice({}, 23.4) == 23
     assert R.start_candidates(23.4, 40, 1.0) == [23]
@@ -349,4 +349,4 @@ def test_real_floor_caudate_protocol_2(colin):
         acc += overlap(step.mask, ref[step.index])
         copy += overlap(ref[sup], ref[step.index])
     assert copy.dice == pytest.approx(0.558, abs=0.01)
-    assert acc.dice > 0.76
+    assert acc.dice > 0.76  # measured 0.779

@@ -14,9 +14,13 @@ import ast
 import json
 import re
 import subprocess
-import tomllib
 import urllib.parse
 from pathlib import Path
+
+try:
+    import tomllib  # novermin: Python 3.11+, with the fallback below for 3.10
+except ModuleNotFoundError:  # Python 3.10: the same parser from PyPI (the test extra installs it there)
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = json.loads((Path(__file__).resolve().parent / "slicer_api" / "extensions-index.json").read_text())

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
+
+try:
+    import tomllib  # novermin: Python 3.11+, with the fallback below for 3.10
+except ModuleNotFoundError:  # Python 3.10: the same parser from PyPI (the test extra installs it there)
+    import tomli as tomllib
 
 import numpy as np
 import pytest

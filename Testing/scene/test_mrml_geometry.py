@@ -121,7 +121,7 @@ def test_bad_inputs_give_specific_errors_and_change_nothing():
     node, m, image, truth = volume_case(scene, "lps")
     empty = np.zeros_like(truth)
     seg, (sid, eid) = add_segmentation(scene, node, [("target", truth, (1, 0, 0)), ("nothing", empty, (0, 1, 0))])
-    drawn = mrml.labelled_slices(truth, 0)
+    drawn = [int(k) for k in np.flatnonzero(truth.any(axis=(1, 2)))]
     not_drawn = [s for s in range(SHAPE[0]) if s not in drawn][0]
     vector = slicer.vtkMRMLVectorVolumeNode()
     vector.SetName("rgb")
@@ -155,7 +155,8 @@ def test_read_inputs_defaults_and_display_window():
     node, m, image, truth = volume_case(scene, "flipped-k")
     seg, (sid,) = add_segmentation(scene, node, [("liver", truth, (1, 0, 0))])
     inputs = mrml.read_inputs(node, seg, sid, axis=0)
-    assert inputs.support.slices == mrml.labelled_slices(truth, 0)  # every drawn slice: k-shot
+    # every drawn slice (k-shot), counted from the phantom, not by the adapter's own helper
+    assert inputs.support.slices == [int(k) for k in np.flatnonzero(truth.any(axis=(1, 2)))]
     assert inputs.same_volume and inputs.reorientation.is_identity
     assert inputs.query is inputs.support.volume
     assert inputs.query_window == pytest.approx((50.0, 900.0)) and inputs.support.window == inputs.query_window
@@ -465,7 +466,14 @@ def test_reoriented_slices_map_back_to_the_same_native_voxels(perm, flip, axis, 
     where[axis] = index
     aligned[tuple(where)] = rng.integers(0, 2, aligned[tuple(where)].shape)
     n_axis, n_index, n_mask = turn.slice_to_native(axis, index, aligned[tuple(where)], aligned_shape)
-    expected = turn.to_native(aligned)
+    # where each aligned voxel lives in the native array, from the definition (aligned axis a
+    # is native axis perm[a], reversed where flip[a]), voxel by voxel: not Reorientation.to_native
+    expected = np.zeros(native_shape, np.uint8)
+    for idx in np.ndindex(*aligned_shape):
+        native = [0, 0, 0]
+        for a, i in enumerate(idx):
+            native[perm[a]] = aligned_shape[a] - 1 - i if flip[a] else i
+        expected[tuple(native)] = aligned[idx]
     got = np.zeros(native_shape, np.uint8)
     w = [slice(None)] * 3
     w[n_axis] = n_index

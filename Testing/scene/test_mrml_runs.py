@@ -25,11 +25,14 @@ SHAPE = (14, 22, 18)
 CENTRE, RADII = (1.5, -2.0, 1.0), (5.0, 6.0, 4.0)
 LPS_M = geometry(LPS, (1.0, 1.0, 1.5), (7.0, 10.0, -10.0))
 #: Dice floor on a bright ellipsoid next to a dimmer one, within one volume: measured
-#: 0.89-1.00 here                                                                    [G]
-DICE_FLOOR = 0.75
+#: 1.000 on the logic path and on axes 0 and 1, 0.889 on axis 2 (lite, CPU)          [G]
+DICE_FLOOR = 0.86
 #: across two volumes (other grid, orientation and noise) LiteMedSAM varies more from
-#: slice to slice (0.27 on one slice in a trial): measured 0.94 pooled over three    [G]
-CROSS_DICE_FLOOR = 0.6
+#: slice to slice: measured 0.742 pooled over three slices (lite, CPU)                [G]
+CROSS_DICE_FLOOR = 0.71
+#: the module self-test's recipe on Colin27 (selftest.DICE_FLOOR, 0.85, is the module's
+#: own floor on Slicer's MRHead): measured 0.978 over its 6 slices (lite, CPU)       [G]
+SELFTEST_COLIN_FLOOR = 0.95
 
 
 def one_slice(mask: np.ndarray, axis: int, index: int) -> np.ndarray:
@@ -266,7 +269,7 @@ def test_self_test_recipe_on_a_real_head_mri(lite_backend):
     got = mrml.segment_array(out, run.writer.segment_id, volume)
     d = dice(got[case.scored], case.truth[case.scored])
     print(f"self-test recipe on Colin27: Dice {d:.3f} over {len(case.scored)} slices")
-    assert d >= selftest.DICE_FLOOR, d
+    assert d >= SELFTEST_COLIN_FLOOR >= selftest.DICE_FLOOR, d
     near = list(range(case.slice - selftest.MARGIN, case.slice + selftest.MARGIN + 1))
     assert not np.delete(got, near, axis=0).any()
     assert len(status.records) == len(near)

@@ -23,7 +23,7 @@ from SynPoLib.backends.cache import CachedBackend
 from SynPoLib.metrics import dice as pooled_dice  # over the stacked slices: pooled
 
 THALAMUS_L = 77
-FLOOR = 0.78
+FLOOR = 0.78  # measured 0.816 (see above)
 
 
 @pytest.mark.slow

@@ -107,22 +107,38 @@ def test_auto_stop_paints_nothing_past_the_end_and_skips_nothing_inside(lite_bac
     assert far.min() < inside.min() - k or far.max() > inside.max() + k
 
 
+def moving_ball():
+    """A ball that moves one column per slice: a prompt carried from the previous slice
+    and one drawn from the support are told apart by where they are centred."""
+    volume, mask = ellipsoid_volume(shape=(16, 24, 32), centre=(7.5, 9.0, 14.0), radii=(6.0, 6.0, 6.0))
+    for k in range(16):
+        volume[k] = np.roll(volume[k], k - 8, axis=1)
+        mask[k] = np.roll(mask[k], k - 8, axis=1)
+    return volume, mask
+
+
+def columns_centre(mask2d) -> float:
+    cols = np.flatnonzero(mask2d.any(axis=0))
+    return (cols.min() + cols.max()) / 2.0
+
+
 @pytest.mark.slow
 def test_propagate_mode_prompts_from_the_previous_slice(lite_backend):
-    volume, mask = ellipsoid_volume(shape=(16, 24, 24), centre=(7.5, 9.0, 14.0), radii=(6.0, 6.0, 6.0))
+    volume, mask = moving_ball()
     cfg = preset("lite").updated(**{"propagation.mode": Mode.PROPAGATE, "quality.auto_stop": False})
     result = segment_volume(lite_backend, volume, Support(volume, mask, [8]), config=cfg, slices=range(4, 13))
     recs = {r.index: r for r in result.records}
-    truth_box = lambda i: np.argwhere(mask[i])  # noqa: E731
-    for i in (9, 10, 7, 6):
+    support_centre = columns_centre(mask[8])
+    for i in (9, 10, 11, 7, 6, 5):
         prev = i - 1 if i > 8 else i + 1
-        rows_cols = truth_box(prev)
-        # the box prompt of slice i surrounds the previous slice's mask (grown by 10 %)
         x0, y0, x1, y1 = recs[i].box
-        got = np.argwhere(result.mask[prev] > 0)
-        assert x0 <= got[:, 1].min() and x1 >= got[:, 1].max() - 1
-        assert y0 <= got[:, 0].min() and y1 >= got[:, 0].max() - 1
-        assert len(rows_cols)
+        got = result.mask[prev] > 0
+        # the box prompt of slice i is centred on the previous slice's result (the support's size, grown
+        # by 10 %), so it follows the ball: one column per slice away from the support
+        assert (x0 + x1) / 2 == pytest.approx(columns_centre(got), abs=0.75), i
+        if abs(prev - 8) >= 2:
+            assert abs((x0 + x1) / 2 - support_centre) >= 1.25, i
     inner = list(range(5, 12))
     d = 2 * (result.mask[inner].astype(bool) & mask[inner]).sum() / (result.mask[inner].sum() + mask[inner].sum())
-    assert d > 0.8
+    print(f"propagate on a moving ball: Dice {d:.3f}")
+    assert d >= 0.97  # measured 0.993 (lite, CPU)

@@ -27,7 +27,8 @@ def test_each_axis_segments_the_right_voxels(lite_backend, axis):
     assert result.mask.shape == volume.shape and result.mask.dtype == np.uint8
     where = [slice(None)] * 3
     where[axis] = inner
-    assert dice(result.mask[tuple(where)] > 0, mask[tuple(where)]) > 0.8
+    d = dice(result.mask[tuple(where)] > 0, mask[tuple(where)])
+    assert d >= 0.88, d  # measured 0.932 / 0.972 / 0.912 on axes 0 / 1 / 2 (lite, CPU)
     outside = np.ones(volume.shape[axis], bool)
     outside[inner] = False
     where[axis] = outside
