@@ -36,7 +36,7 @@ def prepare_supports(job: Job, segmenter: SynPoSegmenter) -> Dict[int, SupportCo
     contexts = {}
     for s in job.support.slices:
         image, mask_roi = job.support_roi(s)
-        contexts[s] = segmenter.prepare_support(job.backend.encode([image])[0], mask_roi)
+        contexts[s] = segmenter.prepare_support(job.backend.encode([image])[0], mask_roi, job.s_geometry.valid())
     return contexts
 
 

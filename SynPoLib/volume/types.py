@@ -19,6 +19,7 @@ import numpy as np
 from ..backends.base import Backend
 from ..config import SynPoConfig
 from ..errors import Cancelled
+from ..io import Volume
 from ..preprocess import SliceGeometry, apply_window, in_plane_spacing, slice_geometry, take_slice, window_bounds
 
 
@@ -34,6 +35,11 @@ class Support:
     spacing: Optional[Sequence[float]] = None
     #: intensity window (low, high); None derives it from the configuration
     window: Optional[Tuple[float, float]] = None
+    #: physical placement (LPS mm, as SimpleITK: origin, row-major 3x3 direction);
+    #: only a support in another volume uses it (the registration mode's 3-D affine
+    #: start); None: origin 0, identity directions
+    origin: Optional[Sequence[float]] = None
+    direction: Optional[Sequence[float]] = None
 
     def __post_init__(self) -> None:
         if self.axis not in (0, 1, 2):
@@ -239,13 +245,17 @@ class Job:
     #: query slice -> support slice, for the slices that are segmented (not copied)
     assignment: Dict[int, int]
     batch_size: int = 1
+    #: the query's physical placement (see Support.origin); None: origin 0, identity
+    query_origin: Optional[Sequence[float]] = None
+    query_direction: Optional[Sequence[float]] = None
 
     @classmethod
     def build(cls, backend: Backend, query: np.ndarray, support: Support, config: SynPoConfig, *,
               slices: SliceSelection = None, query_spacing: Optional[Sequence[float]] = None,
               query_window: Optional[Tuple[float, float]] = None,
               assignment: Optional[Mapping[int, int]] = None, same_volume: Optional[bool] = None,
-              batch_size: int = 1) -> "Job":
+              batch_size: int = 1, query_origin: Optional[Sequence[float]] = None,
+              query_direction: Optional[Sequence[float]] = None) -> "Job":
         same, query_spacing = check_query(query, support, same_volume, query_spacing)
         if int(batch_size) < 1:
             raise ValueError("batch_size must be >= 1")
@@ -271,7 +281,9 @@ class Job:
                                              geometry),
                    s_geometry=slice_geometry(slice_shape(support.volume.shape, axis),
                                              in_plane_spacing(support.spacing, axis), geometry),
-                   assignment=chosen, batch_size=int(batch_size))
+                   assignment=chosen, batch_size=int(batch_size),
+                   query_origin=support.origin if same and query_origin is None else query_origin,
+                   query_direction=support.direction if same and query_direction is None else query_direction)
 
     @property
     def axis(self) -> int:
@@ -281,6 +293,15 @@ class Job:
     def copied(self) -> List[int]:
         """Wanted slices that are labelled support slices of the same volume."""
         return [s for s in self.wanted if self.same and s in self.support.slices]
+
+    def query_volume(self) -> Volume:
+        """The query as an :class:`~SynPoLib.io.Volume` (its array and physical geometry)."""
+        return _volume(self.query, self.query_spacing, self.query_origin, self.query_direction)
+
+    def support_volume(self) -> Volume:
+        """The support volume as an :class:`~SynPoLib.io.Volume`."""
+        s = self.support
+        return _volume(s.volume, s.spacing, s.origin, s.direction)
 
     @property
     def todo(self) -> List[int]:
@@ -303,6 +324,12 @@ class Job:
             raise ValueError(f"support mask on slice {index} vanishes at the "
                              f"{self.config.geometry.roi_size}-pixel ROI")
         return image, mask_roi
+
+
+def _volume(array: np.ndarray, spacing, origin, direction) -> Volume:
+    return Volume(array=array, spacing=tuple(float(v) for v in (spacing if spacing is not None else (1.0,) * 3)),
+                  origin=tuple(float(v) for v in (origin if origin is not None else (0.0,) * 3)),
+                  direction=tuple(float(v) for v in (direction if direction is not None else np.eye(3).ravel())))
 
 
 __all__ = ["CancelCheck", "Cancelled", "Chain", "Job", "ProgressEvent", "SliceRecord", "Support", "VolumeResult",
