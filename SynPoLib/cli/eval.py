@@ -45,7 +45,13 @@ supports of their chunk, every other structure slice is scored. Protocol 2 label
 middle structure slice only and scores all the others. Dice is pooled over the scored
 slices; HD95 and ASSD are in mm on the scored slices.
 
-Methods: `synpo` = the lite preset; `ablation-*` = the paper's Table 2 rows
+Methods: `registration` = the lite preset, SynPo's default mode since issue 11: the
+labelled slice's mask carried slice by slice by deformable registration (SimpleITK
+Demons) and refined by a random walker (scikit-image), chains from neighbouring
+supports blended; `registration-alone` / `registration+fusion` = without the random
+walker / with LiteMedSAM's box mask averaged into the prior (weight 0.25);
+`synpo` = the paper's mode (every slice on its own) with the lite preset's prompts;
+`ablation-*` = the paper's Table 2 rows
 (`ablation-2-dino` needs a DINOv2 backbone, absent from LiteMedSAM); `persam-points` =
 one positive at the similarity maximum and one negative at its minimum as point prompts
 (PerSAM-style); `persam-box` = the same maximum through the lite prompt (the support-sized
@@ -55,13 +61,15 @@ no points; `propagate` = the propagate mode (each slice also prompted with the p
 slice's result). Every method of protocols 1 and 2 segments every structure
 slice (auto-stop off), as the paper does. The quality-control protocol queries 10 slices
 past each end of the structure and counts the slices painted where it is absent, with and
-without auto-stop. See `SynPoLib/evaluation/methods.py`."""
+without auto-stop (`registration+auto-stop`: the registration mode stopping where SynPo's
+prototype cosine falls). See `SynPoLib/evaluation/methods.py`."""
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", nargs="+", default=["all"],
-                   help="methods to run: all (default), alpha (the sweep), or names: synpo, propagate, ablation-1-sam, "
-                        "ablation-2-dino, ablation-3-psm, ablation-4-nrm, persam-points, persam-box, copy, alpha=A")
+                   help="methods to run: all (default), alpha (the sweep), or names: registration, registration-alone, "
+                        "registration+fusion, synpo, propagate, ablation-1-sam, ablation-2-dino, ablation-3-psm, "
+                        "ablation-4-nrm, persam-points, persam-box, copy, alpha=A")
     p.add_argument("--alphas", type=float, nargs="+", default=list(DEFAULT_ALPHAS),
                    help=f"alpha values of the sweep (default: {' '.join(f'{a:g}' for a in DEFAULT_ALPHAS)})")
     p.add_argument("--backend", default="lite", help="model family (default: lite)")

@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dino-checkpoint", default=None,
                    help="local DINOv2 checkpoint, timm or original DINOv2 format (e.g. SINDER's sinder.pth)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
-                   help="GPU autocast precision (default: auto = bf16 where supported, else fp16; fp32 on CPU)")
+                   help="GPU autocast precision (default: auto = bf16 where the GPU supports it, else fp32)")
     p.add_argument("--weights-dir", default=None, help="weights cache folder (default: $SYNPO_WEIGHTS_DIR or "
                                                        "~/.cache/synpo/weights)")
     p.add_argument("--offline", action="store_true", help="never download weights (also: SYNPO_OFFLINE=1)")

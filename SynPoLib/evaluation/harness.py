@@ -22,7 +22,9 @@ from .store import ResultStore
 
 
 #: methods drawn on the distance plot (all of them would be unreadable)
-DISTANCE_METHODS = (SYNPO, "ablation-4-nrm", "persam-points", "persam-box", "copy")
+DISTANCE_METHODS = (SYNPO, "ablation-4-nrm", "persam-points", "persam-box", "copy", "registration")
+#: methods whose worst slices are drawn
+MONTAGE_METHODS = (SYNPO, "registration")
 
 
 @dataclass
@@ -65,7 +67,7 @@ class _Bar:
 def evaluate(cases: Sequence[Case], methods: Sequence[Method], backend: Backend, subjects: Mapping[str, Subject],
              *, out: Path, work: Path, base_config: SynPoConfig, title: str, command: str, data: str,
              summary: Optional[Path] = None, notes: Optional[str] = None, preamble: Optional[str] = None,
-             montage_methods: Sequence[str] = (SYNPO,), montage_count: int = 12, cache_size: int = 160,
+             montage_methods: Sequence[str] = MONTAGE_METHODS, montage_count: int = 12, cache_size: int = 160,
              progress: bool = True, log: Callable[[str], None] = lambda msg: None) -> "tuple[Results, RunStats, Outputs]":
     """Run every (case, method) not yet in ``work``'s store, then write the reports to ``out``."""
     out, work = Path(out), Path(work)
@@ -88,7 +90,7 @@ def evaluate(cases: Sequence[Case], methods: Sequence[Method], backend: Backend,
 def write_reports(results: Results, cases: Sequence[Case], store: ResultStore, subjects: Mapping[str, Subject], *,
                   out: Path, base_config: SynPoConfig, title: str, command: str, backend: str, data: str,
                   summary: Optional[Path] = None, notes: Optional[str] = None, preamble: Optional[str] = None,
-                  montage_methods: Sequence[str] = (SYNPO,), montage_count: int = 12) -> Outputs:
+                  montage_methods: Sequence[str] = MONTAGE_METHODS, montage_count: int = 12) -> Outputs:
     """CSV of every slice and volume, the plots, and the Markdown summary."""
     out = Path(out)
     summary = Path(summary) if summary else out / "summary.md"

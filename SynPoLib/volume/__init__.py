@@ -12,6 +12,9 @@ mode            how a slice's mask is made                                  modu
 ``propagate``   also prompted from the previous slice's result              :mod:`.propagate`
 ``video``       SAM 2.1's video predictor, the volume as a video            :mod:`.video`
 ``hybrid``      the video predictor plus SynPo's points on every frame      :mod:`.video`
+``registration`` the support's mask carried slice to slice by deformable     :mod:`.registration`
+                registration, refined by a random walker; SynPo's
+                similarity decides where the structure ends
 ==============  ==========================================================  ======================
 
 Several structures in one run, sharing the encoder pass of every slice, with no pixel
@@ -28,7 +31,6 @@ import numpy as np
 from ..backends.base import Backend
 from ..config import SynPoConfig
 from ..errors import Cancelled
-from ..presets import preset
 from .modes import MODES, checked_config
 from .sink import ResultSink
 from .structures import (ConflictRule, Structure, StructuresConfig, StructuresResult, segment_structures,
@@ -46,7 +48,9 @@ def segment_volume(backend: Backend, query: np.ndarray, support: Support, *,
                    same_volume: Optional[bool] = None,
                    batch_size: int = 1,
                    progress: ProgressCallback = None,
-                   cancel: CancelCheck = None) -> VolumeResult:
+                   cancel: CancelCheck = None,
+                   query_origin: Optional[Sequence[float]] = None,
+                   query_direction: Optional[Sequence[float]] = None) -> VolumeResult:
     """Segment ``query`` slice by slice along ``support.axis``, in the configured mode.
 
     ``config`` defaults to the preset measured for the backend (``backend.preset``).
@@ -55,11 +59,17 @@ def segment_volume(backend: Backend, query: np.ndarray, support: Support, *,
     ``same_volume`` (default: ``query is support.volume``) makes the labelled support
     slices part of the result as labelled instead of re-segmenting them. A cancelled
     run raises :class:`~SynPoLib.errors.Cancelled`; the inputs are never written to.
+
+    A support in another volume: the registration mode starts from a 3-D affine
+    registration of the support volume onto the query, in physical space when
+    ``support.origin`` / ``support.direction`` and ``query_origin`` / ``query_direction``
+    (LPS mm, SimpleITK's conventions) are given, else with both volumes at the origin;
+    the other modes place supports by relative position along the axis.
     """
     config = checked_config(backend, config)
     job = Job.build(backend, query, support, config, slices=slices, query_spacing=query_spacing,
                     query_window=query_window, assignment=assignment, same_volume=same_volume,
-                    batch_size=batch_size)
+                    batch_size=batch_size, query_origin=query_origin, query_direction=query_direction)
     sink = ResultSink(job, progress, cancel)
     MODES[config.propagation.mode](job, sink)
     return sink.result()

@@ -37,12 +37,20 @@ def _propagate(job: Job, sink: ResultSink) -> None:
     propagate.run(job, sink)
 
 
+def _registration(job: Job, sink: ResultSink) -> None:
+    from . import registration
+
+    sink.copy_supports()
+    registration.run(job, sink)
+
+
 #: mode -> run(job, sink): how each slice's mask is made
 MODES: Dict[Mode, Callable[[Job, ResultSink], None]] = {
     Mode.SLICES: _slices,
     Mode.PROPAGATE: _propagate,
     Mode.VIDEO: _video(hybrid=False),
     Mode.HYBRID: _video(hybrid=True),
+    Mode.REGISTRATION: _registration,
 }
 
 

@@ -15,6 +15,7 @@ prototype similarity), so pixels two structures claim can be decided afterwards.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -53,7 +54,8 @@ class ResultSink:
     def __init__(self, job: Job, progress: ProgressCallback = None, cancel: CancelCheck = None,
                  keep_evidence: bool = False) -> None:
         self.job = job
-        self.quality: QualityConfig = job.config.quality
+        #: the acceptance and auto-stop rules as the job's mode applies them
+        self.quality: QualityConfig = job.config.mode_quality()
         self.out = np.zeros(job.query.shape, dtype=np.uint8)
         self.records: List[SliceRecord] = []
         self.wanted = set(job.wanted)
@@ -105,12 +107,16 @@ class ResultSink:
                         mask)
 
     def direction(self, support_index: int, slices: Sequence[int],
-                  make_record: Optional[Callable[[int], SliceRecord]] = None) -> "Direction":
-        """The bookkeeping of one walk outward from ``support_index`` over ``slices``."""
+                  make_record: Optional[Callable[[int], SliceRecord]] = None,
+                  auto_stop: bool = True) -> "Direction":
+        """The bookkeeping of one walk outward from ``support_index`` over ``slices``.
+
+        ``auto_stop=False`` for a walk that ends at another labelled slice (between two
+        supports the structure is known to go on): acceptance and records as usual."""
         if make_record is None:
             def make_record(index: int) -> SliceRecord:
                 return SliceRecord(index=index, support_index=support_index)
-        return Direction(self, support_index, slices, make_record)
+        return Direction(self, support_index, slices, make_record, auto_stop=auto_stop)
 
     # -- the end
     def result(self) -> VolumeResult:
@@ -136,12 +142,13 @@ class Direction:
     """One walk outward from a support slice: acceptance and auto-stop, slice by slice."""
 
     def __init__(self, sink: ResultSink, support_index: int, slices: Sequence[int],
-                 make_record: Callable[[int], SliceRecord]) -> None:
+                 make_record: Callable[[int], SliceRecord], auto_stop: bool = True) -> None:
         self.sink = sink
         self.support_index = support_index
         self.slices = [s for s in slices if s in sink.wanted]
         self.make_record = make_record
-        self.state = ChainState(sink.quality)
+        quality = sink.quality if auto_stop else dataclasses.replace(sink.quality, auto_stop=False)
+        self.state = ChainState(quality)
         self.seen: set = set()
 
     @property

@@ -61,7 +61,7 @@ def prepare_supports(job: Job, segmenter: SynPoSegmenter,
             encoded = job.backend.encode([image])[0]
         else:
             encoded = encodings.get(support_key(job, s), lambda image=image: image)
-        contexts[s] = segmenter.prepare_support(encoded, mask_roi)
+        contexts[s] = segmenter.prepare_support(encoded, mask_roi, job.s_geometry.valid())
     return contexts
 
 
