@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import (Callable, Collection, Dict, Hashable, Iterable, Iterator, List, Mapping, Optional, Sequence,
+                    Tuple)
 
 import numpy as np
 from scipy import ndimage
@@ -234,6 +235,10 @@ class ChainStep:
 PriorHook = Callable[[int, np.ndarray], np.ndarray]
 
 
+#: the soft mask to refine for one of several structures: (key, index, registration prior)
+KeyedPriorHook = Callable[[Hashable, int, np.ndarray], np.ndarray]
+
+
 def propagate_chain(slices: Iterable[Tuple[int, np.ndarray]], start_image: np.ndarray, start_soft: np.ndarray,
                     spacing: Sequence[float], cfg: RegistrationConfig = RegistrationConfig(), *,
                     support: int = -1, prior_hook: Optional[PriorHook] = None,
@@ -247,20 +252,56 @@ def propagate_chain(slices: Iterable[Tuple[int, np.ndarray]], start_image: np.nd
     slice is empty without registration. ``refine=False`` leaves ``mask`` as the prior
     thresholded (for a chain whose priors are blended and refined later).
     """
-    previous, soft = np.asarray(start_image, np.float32), np.asarray(start_soft, np.float32)
+    hook = None if prior_hook is None else (lambda _key, index, soft: prior_hook(index, soft))
+    for steps in propagate_chain_many(slices, start_image, {0: start_soft}, spacing, cfg, support=support,
+                                      prior_hook=hook, refine=refine):
+        yield steps[0]
+
+
+def propagate_chain_many(slices: Iterable[Tuple[int, np.ndarray]], start_image: np.ndarray,
+                         start_softs: Mapping[Hashable, np.ndarray], spacing: Sequence[float],
+                         cfg: RegistrationConfig = RegistrationConfig(), *, support: int = -1,
+                         prior_hook: Optional[KeyedPriorHook] = None, refine: bool = True,
+                         live: Optional[Callable[[], Collection[Hashable]]] = None
+                         ) -> Iterator[Dict[Hashable, ChainStep]]:
+    """:func:`propagate_chain` for several structures walking the same slices: yields
+    key -> :class:`ChainStep` per slice pulled.
+
+    The displacement field between two slices does not depend on the structure: it is
+    computed once per pair of slices, on the crop around the union of the walking
+    structures' masks (:func:`register_slices`), and moves every structure's soft mask;
+    each is refined on its own. With one structure this is :func:`propagate_chain`
+    exactly. ``live()`` names the structures still walking (default: all); the others
+    are neither moved nor refined (their crop leaves the union). Each step's
+    "registration" seconds are its share of the field plus its own warp.
+    """
+    previous = np.asarray(start_image, np.float32)
+    softs = {key: np.asarray(soft, np.float32) for key, soft in start_softs.items()}
     for index, image in slices:
+        keys = [key for key in softs if live is None or key in live()]
+        if not keys:
+            return
         image = np.asarray(image, np.float32)
         t0 = time.perf_counter()
-        soft = register_slices(image, previous, soft > cfg.threshold, spacing, cfg).warp(soft)
-        t1 = time.perf_counter()
-        if refine:
-            prior = soft if prior_hook is None else prior_hook(index, soft)
-            mask = refine_mask(image, prior, spacing, cfg)
-        else:
-            mask = soft > cfg.threshold
-        t2 = time.perf_counter()
-        yield ChainStep(index=index, soft=soft, mask=mask, support=support,
-                        seconds={REGISTRATION: t1 - t0, REFINEMENT: t2 - t1})
+        region = np.zeros(image.shape, dtype=bool)
+        for key in keys:
+            region |= softs[key] > cfg.threshold
+        moved = register_slices(image, previous, region, spacing, cfg)
+        share = (time.perf_counter() - t0) / len(keys)
+        steps: Dict[Hashable, ChainStep] = {}
+        for key in keys:
+            t1 = time.perf_counter()
+            soft = softs[key] = moved.warp(softs[key])
+            t2 = time.perf_counter()
+            if refine:
+                prior = soft if prior_hook is None else prior_hook(key, index, soft)
+                mask = refine_mask(image, prior, spacing, cfg)
+            else:
+                mask = soft > cfg.threshold
+            t3 = time.perf_counter()
+            steps[key] = ChainStep(index=index, soft=soft, mask=mask, support=support,
+                                   seconds={REGISTRATION: share + t2 - t1, REFINEMENT: t3 - t2})
+        yield steps
         previous = image
 
 
@@ -364,8 +405,37 @@ def propagate_supports(get_image: Callable[[int], np.ndarray], support_masks: Ma
     refined slices; memory grows with the structure's area times the largest gap
     between supports, not with the volume.
     """
+    go = None if keep_going is None else (lambda step, leg, _key: keep_going(step, leg))
+    hook = None if prior_hook is None else (lambda _key, index, soft: prior_hook(index, soft))
+    for steps, leg in propagate_supports_many(get_image, {0: support_masks}, first, last, spacing, cfg,
+                                              keep_going=go, prior_hook=hook, before_slice=before_slice,
+                                              legs=legs):
+        yield steps[0], leg
+
+
+def propagate_supports_many(get_image: Callable[[int], np.ndarray],
+                            support_masks: Mapping[Hashable, Mapping[int, np.ndarray]],
+                            first: int, last: int, spacing: Sequence[float],
+                            cfg: RegistrationConfig = RegistrationConfig(), *,
+                            keep_going: Optional[Callable[[ChainStep, Leg, Hashable], bool]] = None,
+                            prior_hook: Optional[KeyedPriorHook] = None,
+                            before_slice: Optional[Callable[[int], None]] = None,
+                            legs: Optional[Sequence[Leg]] = None
+                            ) -> Iterator[Tuple[Dict[Hashable, ChainStep], Leg]]:
+    """:func:`propagate_supports` for several structures labelled on the same support
+    slices (``support_masks``: key -> support slice -> mask), in lockstep: one field per
+    pair of slices moves them all (:func:`propagate_chain_many`). Yields (key -> step,
+    leg) per slice; ``keep_going(step, leg, key)`` returning False ends that structure's
+    leg, and the leg ends when no structure walks it any more.
+    """
+    keys = list(support_masks)
+    if not keys:
+        return
+    slices0 = sorted(support_masks[keys[0]])
+    if any(sorted(support_masks[k]) != slices0 for k in keys):
+        raise ValueError("structures walked together must share their support slices")
     if legs is None:
-        legs = plan_legs(list(support_masks), first, last, cfg.meeting)
+        legs = plan_legs(slices0, first, last, cfg.meeting)
 
     def stream(leg: Leg):
         for q in leg.slices:
@@ -373,28 +443,38 @@ def propagate_supports(get_image: Callable[[int], np.ndarray], support_masks: Ma
                 before_slice(q)
             yield q, get_image(q)
 
-    held: Dict[int, HeldSoft] = {}
+    held: Dict[Hashable, Dict[int, HeldSoft]] = {}
     for leg in legs:
         s = leg.support
-        start = (get_image(s), np.asarray(support_masks[s], np.float32))
+        start_image = get_image(s)
+        starts = {k: np.asarray(support_masks[k][s], np.float32) for k in keys}
         if leg.partner is not None and leg.partner > s:
             # first leg of a blended gap: hold its priors, yield nothing yet
-            held = {step.index: HeldSoft(step.soft)
-                    for step in propagate_chain(stream(leg), *start, spacing, cfg, support=s, refine=False)}
+            held = {k: {} for k in keys}
+            for steps in propagate_chain_many(stream(leg), start_image, starts, spacing, cfg, support=s,
+                                              refine=False):
+                for k, step in steps.items():
+                    held[k][step.index] = HeldSoft(step.soft)
             continue
-        for step in propagate_chain(stream(leg), *start, spacing, cfg, support=s,
-                                    prior_hook=None if leg.partner is not None else prior_hook,
-                                    refine=leg.partner is None):
+        walking = set(keys)
+        for steps in propagate_chain_many(stream(leg), start_image, starts, spacing, cfg, support=s,
+                                          prior_hook=None if leg.partner is not None else prior_hook,
+                                          refine=leg.partner is None, live=lambda: walking):
             if leg.partner is not None:
-                t = time.perf_counter()
-                other = held.pop(step.index).array()
-                w = blend_weight(step.index, s, leg.partner)
-                step.soft = blend_soft(step.soft, w, other)
-                prior = step.soft if prior_hook is None else prior_hook(step.index, step.soft)
-                step.mask = refine_mask(get_image(step.index), prior, spacing, cfg)
-                step.seconds[REFINEMENT] = time.perf_counter() - t
-            yield step, leg
-            if keep_going is not None and not keep_going(step, leg):
+                for k, step in steps.items():
+                    t = time.perf_counter()
+                    other = held[k].pop(step.index).array()
+                    w = blend_weight(step.index, s, leg.partner)
+                    step.soft = blend_soft(step.soft, w, other)
+                    prior = step.soft if prior_hook is None else prior_hook(k, step.index, step.soft)
+                    step.mask = refine_mask(get_image(step.index), prior, spacing, cfg)
+                    step.seconds[REFINEMENT] = time.perf_counter() - t
+            yield steps, leg
+            if keep_going is not None:
+                for k, step in steps.items():
+                    if not keep_going(step, leg, k):
+                        walking.discard(k)
+            if not walking:
                 break
         held = {}
 
@@ -557,9 +637,10 @@ def choose_start_slice(scores: Mapping[int, float], mapped: float) -> int:
 
 
 __all__ = [
-    "AffineConfig", "ChainStep", "HeldSoft", "affine_matrix", "Leg", "SliceField", "register_slices", "MeetingRule", "PriorHook", "REFINEMENT", "REGISTRATION",
-    "RegistrationConfig", "blend_soft", "blend_weight", "choose_start_slice", "crop_box", "ellipse",
-    "fuse_prior", "map_support_mask", "map_support_slice", "mapped_slice", "mm_to_pixels", "normalise_slice", "plan_legs",
-    "propagate_chain", "propagate_supports", "prototype_cosine", "refine_mask", "register_affine",
-    "register_and_warp", "start_candidates", "support_prototype", "walker_seeds",
+    "AffineConfig", "ChainStep", "HeldSoft", "KeyedPriorHook", "Leg", "MeetingRule", "PriorHook", "REFINEMENT",
+    "REGISTRATION", "RegistrationConfig", "SliceField", "affine_matrix", "blend_soft", "blend_weight",
+    "choose_start_slice", "crop_box", "ellipse", "fuse_prior", "map_support_mask", "map_support_slice",
+    "mapped_slice", "mm_to_pixels", "normalise_slice", "plan_legs", "propagate_chain", "propagate_chain_many",
+    "propagate_supports", "propagate_supports_many", "prototype_cosine", "refine_mask", "register_affine",
+    "register_and_warp", "register_slices", "start_candidates", "support_prototype", "walker_seeds",
 ]

@@ -26,6 +26,7 @@ from ..evaluation.datasets import (DATASETS, SCOREBOARD_STRUCTURES, Subject, aal
                                    fsmis_cases, resolve_structures)
 from ..evaluation.harness import evaluate
 from ..evaluation.methods import DEFAULT_ALPHAS, select_methods, standard_methods
+from ..evaluation.corrections import CORRECTION, CORRECTION_METHODS, CorrectionProtocol, correction_case
 from ..evaluation.protocols import FSMIS, QC, WITHIN, fsmis_case, pairing_case, qc_case, within_volume_case
 from ..evaluation.report import headline
 from ..presets import build_config
@@ -95,7 +96,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                            description="Evaluate on Colin27 T1 + the AAL atlas, within the one volume.")
     colin.add_argument("--structures", nargs="+",
                        help=f"AAL names (default: the scoreboard's {len(SCOREBOARD_STRUCTURES)})")
-    colin.add_argument("--protocols", nargs="+", choices=(FSMIS, WITHIN, QC), default=[FSMIS, WITHIN, QC])
+    colin.add_argument("--protocols", nargs="+", choices=(FSMIS, WITHIN, QC, CORRECTION),
+                       default=[FSMIS, WITHIN, QC, CORRECTION],
+                       help="fsmis, within, qc, and correction: a simulated user corrects the slice the review list "
+                            "puts first and runs again (Dice after 0, 1, 2, 3, 5 corrections per mode)")
+    colin.add_argument("--max-corrections", type=int, default=CorrectionProtocol().max_corrections,
+                       help="corrections the simulated user makes at most (correction protocol; default: "
+                            f"{CorrectionProtocol().max_corrections})")
     colin.add_argument("--qc-margin", type=int, default=10,
                        help="slices queried past each end of the structure in the qc protocol (default: 10)")
     colin.add_argument("--axis", type=int, choices=(0, 1, 2), default=0, help="slice axis (default: 0, axial)")
@@ -146,6 +153,8 @@ def _colin_cases(args, subject: Subject):
     for name, label in structures.items():  # structure-major: a structure's encodings serve both protocols
         for protocol in args.protocols:
             try:
+                if protocol == CORRECTION:
+                    continue  # its own cases: colin_correction_cases
                 if protocol == FSMIS:
                     cases.append(fsmis_case(name, subject.id, labels, subject.id, labels, label=label,
                                             axis=args.axis, tags=tags))
@@ -160,6 +169,18 @@ def _colin_cases(args, subject: Subject):
     return cases
 
 
+def _colin_correction_cases(args, subject: Subject):
+    if CORRECTION not in args.protocols:
+        return []
+    structures = resolve_structures(args.structures or list(SCOREBOARD_STRUCTURES), aal_labels())
+    _, labels = subject.load()
+    try:
+        return [correction_case(name, subject.id, labels, label=label, axis=args.axis,
+                                tags=(("dataset", "Colin27 + AAL"),)) for name, label in structures.items()]
+    except ProtocolError as exc:
+        raise InputError(str(exc)) from None
+
+
 def run(args: argparse.Namespace) -> int:
     _limit_threads(args.threads)
     backend = open_backend(args.backend, args.device)
@@ -169,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
         subject = colin_subject()
         subjects[subject.id] = subject
         cases = _colin_cases(args, subject)
+        correction_cases = _colin_correction_cases(args, subject)
         data = f"Colin27 T1 ({subject.image}) + AAL ({subject.labels}), axis {args.axis}"
         title = args.title or "SynPo scoreboard: Colin27 + AAL"
     elif args.source == "fsmis":
@@ -207,6 +229,14 @@ def run(args: argparse.Namespace) -> int:
         methods = select_methods(standard_methods(base, args.alphas), args.methods)
     except ValueError as exc:
         raise InputError(str(exc)) from None
+    if args.source != "colin":
+        correction_cases = []
+    correction_methods = [m for name in CORRECTION_METHODS for m in methods if m.name == name]
+    max_corrections = getattr(args, "max_corrections", CorrectionProtocol().max_corrections)
+    try:
+        correction_protocol = CorrectionProtocol(max_corrections=max_corrections)
+    except ValueError as exc:
+        raise InputError(f"--max-corrections {max_corrections}: {exc}") from None
     notes = None
     if args.notes:
         path = Path(args.notes)
@@ -220,7 +250,9 @@ def run(args: argparse.Namespace) -> int:
         cases, methods, backend, subjects, out=out, work=work, base_config=base, title=title, command=command,
         data=data, summary=Path(args.summary) if args.summary else None, notes=notes,
         preamble=COLIN_PREAMBLE if args.source == "colin" else None, montage_count=args.montage,
-        cache_size=args.cache_size, progress=not args.quiet, log=(lambda message: None) if args.quiet else print)
+        cache_size=args.cache_size, progress=not args.quiet, log=(lambda message: None) if args.quiet else print,
+        correction_cases=correction_cases, correction_methods=correction_methods,
+        correction_protocol=correction_protocol)
     print(f"{len(cases)} cases x {len(methods)} methods: computed {stats.computed} episodes in "
           f"{stats.seconds / 60:.1f} min, {stats.skipped} already stored or shared"
           + (f"; n/a: {', '.join(stats.unavailable)}" if stats.unavailable else ""))

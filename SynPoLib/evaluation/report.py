@@ -428,8 +428,9 @@ def headline(results: Results) -> List[str]:
 
 def markdown_summary(results: Results, *, title: str, command: str, backend: str, data: str,
                      plots: Dict[str, Path], base: Path, notes: Optional[str] = None,
-                     preamble: Optional[str] = None) -> str:
-    """The Markdown summary; plot links are written relative to ``base`` (the file's folder)."""
+                     preamble: Optional[str] = None, sections: Sequence[str] = ()) -> str:
+    """The Markdown summary; plot links are written relative to ``base`` (the file's folder).
+    ``sections``: more Markdown lines, placed before the plots (the correction curve)."""
     names = results.method_names()
     main = [m for m in MAIN_METHODS if m in names]
     alphas = [m for m in results.methods if m.name.startswith("alpha=")]
@@ -525,6 +526,7 @@ def markdown_summary(results: Results, *, title: str, command: str, backend: str
         out += ["", f"Prompt strategy of the sweep: `{strategy}` (it passes the negatives to the decoder).", ""]
     if results.unavailable:
         out += ["Not run: " + "; ".join(f"{k} ({v})" for k, v in results.unavailable.items()), ""]
+    out += list(sections)
     if plots:
         out += ["## Plots", ""]
         for caption, path in plots.items():

@@ -78,9 +78,10 @@ def plan_correction(wanted: Sequence[int], supports: Mapping[int, float], correc
     ``wanted``: the query slices the run covers. ``supports``: original support slice ->
     its position in the query (its index when ``same_volume``: then it is a query slice
     kept as labelled). ``corrected`` / ``earlier``: corrected query slice (this round /
-    earlier rounds) -> whether the structure is drawn on it. A slice is recomputed when it lies strictly between a slice corrected this
-    round and the nearest support, barrier or corrected slice on that side (or the end
-    of ``wanted``), and is none of those. It is served by the nearest support (original
+    earlier rounds) -> whether the structure is drawn on it. A slice is recomputed when
+    it lies strictly between a slice corrected this round and the nearest support,
+    barrier or corrected slice on that side (or the end of ``wanted``), and is none of
+    those. It is served by the nearest support (original
     or corrected) between the barriers around it, ties to the lower; with none there,
     it is emptied.
     """

@@ -26,6 +26,13 @@ and cancel, is the :class:`~SynPoLib.volume.sink.ResultSink`'s):
    starts at the query slice the support slice's centre lands on, from the mapped
    (soft) mask, that slice itself being the refined mapped mask.
 
+Several structures in one run (:func:`run_tracks`): structures labelled on the same
+slices walk their chains in lockstep; between two slices one displacement field,
+computed on the crop around the union of their masks, moves every structure's soft
+mask (:func:`SynPoLib.registration.propagate_chain_many`), and one encoder pass gives
+every structure its similarity. Each structure keeps its own refinement, stop and
+records. A support in another volume is registered onto the query once for all.
+
 Lengths are in millimetres with the query's in-plane spacing. Memory does not grow
 with the number of slices beyond the output mask: the chain holds the previous slice,
 its soft mask and a batch of encodings; a blended gap holds one chain's soft masks
@@ -45,7 +52,10 @@ from .. import registration as core
 from ..backends.base import SAM, EncodedSlice
 from ..method.prompts import grow_box, mask_box
 from ..preprocess import in_plane_spacing, take_slice
-from .sink import Direction, ResultSink
+from ..resize import resize_bilinear
+from .encoder import SupportEncodings
+from .sink import Direction, Evidence, ResultSink, Track
+from .slices import support_key
 from .types import Job, SliceRecord, should_stop
 
 #: timing keys of this mode's records (besides the shared "encode")
@@ -94,23 +104,31 @@ class _Images:
 
 
 class _Encodings:
-    """The backend's encoder pass per query slice, batched ahead along the walk.
+    """The backend's encoder pass per query slice, batched ahead along the walk, shared by
+    every structure walking it.
 
     ``ahead(order)`` tells the slices the walk will ask for next; a miss encodes up to
-    ``batch_size`` of them in one call. What a stopped direction leaves is dropped.
+    ``batch_size`` of them in one call. A slice's encoding stays until the walk moves to
+    another slice (every structure reads it in between); what a stopped walk leaves is
+    dropped.
     """
 
     def __init__(self, job: Job, sink: ResultSink) -> None:
         self.job, self.sink = job, sink
         self.order: List[int] = []
         self._cache: Dict[int, Tuple[EncodedSlice, float]] = {}
+        self._current: Optional[Tuple[int, EncodedSlice, float]] = None
 
     def ahead(self, order: Sequence[int]) -> None:
         self.order = list(order)
         self._cache.clear()
+        self._current = None
 
     def get(self, index: int) -> Tuple[EncodedSlice, float]:
-        """The slice's encoding and its share of the batch's encoder seconds."""
+        """The slice's encoding and its share of the batch's encoder seconds (0 when the
+        slice was handed out before: the first structure carries the cost)."""
+        if self._current is not None and self._current[0] == index:
+            return self._current[1], 0.0
         if index not in self._cache:
             self.sink.check_cancel()
             batch = [index]
@@ -121,7 +139,9 @@ class _Encodings:
             encoded = self.job.backend.encode([self.job.query_roi(q) for q in batch])
             share = (time.perf_counter() - t) / len(batch)
             self._cache.update({q: (enc, share) for q, enc in zip(batch, encoded)})
-        return self._cache.pop(index)
+        encoded, share = self._cache.pop(index)
+        self._current = (index, encoded, share)
+        return encoded, share
 
 
 def feature_key(encoded: EncodedSlice) -> str:
@@ -130,52 +150,87 @@ def feature_key(encoded: EncodedSlice) -> str:
     return SAM if SAM in encoded.features else next(iter(encoded.features))
 
 
-class _RegistrationRun:
-    """One registration-mode run into a :class:`ResultSink`; :func:`run` is its face."""
+class _Structure:
+    """One structure's side of a run: its job, sink, chain starts and directions."""
 
-    def __init__(self, job: Job, sink: ResultSink) -> None:
-        self.job, self.sink = job, sink
+    def __init__(self, track: Track) -> None:
+        self.track = track
+        self.job, self.sink = track.job, track.sink
+        self.starts: Dict[int, Start] = {}
+        self.directions: Dict[int, Direction] = {}
+        self.closed: set = set()
+
+
+class _RegistrationRun:
+    """One registration-mode run of one or more structures; :func:`run_tracks` is its face.
+
+    Every structure shares the query, its window and geometry, the backend and the
+    configuration (a multi-structure run builds them so).
+    """
+
+    def __init__(self, tracks: Sequence[Track]) -> None:
+        self.structures = [_Structure(t) for t in tracks]
+        lead = self.structures[0]
+        self.job, self.sink = lead.job, lead.sink
+        job = self.job
         self.cfg = job.config.registration
         self.axis = job.axis
         self.spacing = in_plane_spacing(job.query_spacing, self.axis)
         self.images = _Images(job)
-        self.encodings = _Encodings(job, sink)
+        self.encodings = _Encodings(job, self.sink)
+        self.support_encodings = SupportEncodings(job.backend)
         self.grid_threshold = job.config.synergy.mask_threshold
         self.valid = job.q_geometry.valid()
+        self._transforms: Dict[int, object] = {}
+        self._pending: Dict[Tuple[int, int], Tuple[EncodedSlice, float]] = {}
 
     # -- the support's side
     def _prototype(self, encoded: EncodedSlice, mask_roi: np.ndarray) -> np.ndarray:
         return core.support_prototype(encoded.features[feature_key(encoded)], mask_roi, self.grid_threshold)
 
-    def starts(self) -> List[Start]:
+    def _support_encoding(self, job: Job, s: int, image: np.ndarray) -> EncodedSlice:
+        return self.support_encodings.get(support_key(job, s), lambda: image)
+
+    def starts(self, st: _Structure) -> List[Start]:
         """The chains' starts: the labelled slices themselves (one volume), or the slices
         they map to after a 3-D affine registration (another volume)."""
-        job = self.job
+        job = st.job
         out = []
         if job.same:
             for s in sorted(set(job.support.slices)):
                 image, mask_roi = job.support_roi(s)
-                prototype = self._prototype(job.backend.encode([image])[0], mask_roi)
+                prototype = self._prototype(self._support_encoding(job, s, image), mask_roi)
                 mask = np.asarray(take_slice(job.support.mask, s, self.axis) > 0, np.float32)
                 out.append(Start(index=s, support=s, soft=mask, prototype=prototype))
             return out
-        return self._mapped_starts()
+        return self._mapped_starts(st)
 
-    def _mapped_starts(self) -> List[Start]:
-        job, affine = self.job, self.job.config.affine
+    def _transform(self, st: _Structure):
+        """The 3-D affine registration of the support volume onto the query, once per volume."""
+        key = id(st.job.support.volume)
+        if key not in self._transforms:
+            job = st.job
+            query, support = job.query_volume(), job.support_volume()
+            transform = core.register_affine(query, support, job.config.affine,
+                                             abort=lambda: should_stop(st.sink.cancel))
+            st.sink.check_cancel()
+            if transform is None:  # pragma: no cover - aborted without a cancel request
+                raise RuntimeError("the 3-D affine registration was aborted")
+            self._transforms[key] = transform
+        return self._transforms[key]
+
+    def _mapped_starts(self, st: _Structure) -> List[Start]:
+        job, affine = st.job, st.job.config.affine
         query, support = job.query_volume(), job.support_volume()
-        transform = core.register_affine(query, support, affine, abort=lambda: should_stop(self.sink.cancel))
-        self.sink.check_cancel()
-        if transform is None:  # pragma: no cover - aborted without a cancel request
-            raise RuntimeError("the 3-D affine registration was aborted")
+        transform = self._transform(st)
         n_query = job.query.shape[self.axis]
         slice_mm = float(job.query_spacing[self.axis]) if job.query_spacing is not None else 1.0
         by_slice: Dict[int, Start] = {}
         for s in sorted(set(job.support.slices)):
-            self.sink.check_cancel()
+            st.sink.check_cancel()
             s_mask = np.asarray(take_slice(job.support.mask, s, self.axis) > 0)
             image, mask_roi = job.support_roi(s)
-            prototype = self._prototype(job.backend.encode([image])[0], mask_roi)
+            prototype = self._prototype(self._support_encoding(job, s, image), mask_roi)
             mapped = core.mapped_slice(s_mask, s, self.axis, support, query, transform)
             candidates = core.start_candidates(mapped, n_query, slice_mm, affine)
             softs = {q: core.map_support_slice(s_mask, s, self.axis, support, query, transform, q)
@@ -206,7 +261,7 @@ class _RegistrationRun:
         return [by_slice[q] for q in sorted(by_slice)]
 
     # -- per slice
-    def _fuse(self, index: int, soft: np.ndarray, timings: Dict[str, float]) -> np.ndarray:
+    def _fuse(self, n: int, index: int, soft: np.ndarray, timings: Dict[str, float]) -> np.ndarray:
         """The backend's mask from the prior's box, averaged into the prior (the hook)."""
         inside = soft > self.cfg.threshold
         if not inside.any():
@@ -216,7 +271,7 @@ class _RegistrationRun:
         if not box_roi.any():
             return soft
         encoded, share = self.encodings.get(index)
-        self._pending[index] = (encoded, share)  # the stop signal reuses it
+        self._pending[(n, index)] = (encoded, share)  # the stop signal reuses it
         box = grow_box(mask_box(box_roi), self.cfg.backend_box_margin, self.valid)
         t = time.perf_counter()
         pred = self.job.backend.predict(encoded, box=box, multimask=False, roi_size=geometry.roi_size)
@@ -225,9 +280,9 @@ class _RegistrationRun:
         probability = (1.0 / (1.0 + np.exp(-np.clip(logits, -30.0, 30.0)))).astype(np.float32)
         return core.fuse_prior(soft, probability, self.cfg.backend_weight)
 
-    def _record(self, index: int, support: int, mask: np.ndarray, prototype: np.ndarray,
+    def _record(self, n: int, index: int, support: int, mask: np.ndarray, prototype: np.ndarray,
                 seconds: Dict[str, float], notes: Tuple[str, ...] = ()) -> SliceRecord:
-        encoded, share = self._pending.pop(index, None) or self.encodings.get(index)
+        encoded, share = self._pending.pop((n, index), None) or self.encodings.get(index)
         t = time.perf_counter()
         roi = self.job.q_geometry.mask_to_roi(mask)
         cosine = core.prototype_cosine(prototype, encoded.features[feature_key(encoded)], roi, self.grid_threshold)
@@ -239,90 +294,124 @@ class _RegistrationRun:
         return SliceRecord(index=index, support_index=support, score=cosine, confidence=cosine,
                            pixels=int(np.count_nonzero(mask)), timings=timings, notes=notes)
 
+    def _evidence(self, st: _Structure, index: int, soft: np.ndarray, prototype: np.ndarray) -> Optional[Evidence]:
+        """What decides pixels two structures claim (multi-structure runs only): the soft
+        prior as a logit, and the pixel's similarity to the structure's prototype."""
+        if not st.sink.keep_evidence:
+            return None
+        encoded, _ = self.encodings.get(index)
+        features = encoded.features[feature_key(encoded)]
+        unit = features / np.maximum(np.linalg.norm(features, axis=0, keepdims=True), 1e-8)
+        grid = np.tensordot(prototype.astype(np.float32), unit, axes=(0, 0))
+        geometry = self.job.q_geometry
+        similarity = geometry.logits_to_native(resize_bilinear(grid.astype(np.float32), (geometry.roi_size,) * 2))
+        p = np.clip(np.asarray(soft, np.float32), 1e-4, 1.0 - 1e-4)
+        return Evidence(logits=np.log(p / (1.0 - p)), similarity=similarity)
+
     # -- the run
     def run(self) -> None:
-        job, cfg, sink = self.job, self.cfg, self.sink
-        starts = {st.index: st for st in self.starts()}
-        self._pending: Dict[int, Tuple[EncodedSlice, float]] = {}
-        self._closed: set = set()
-        fused: Dict[int, Dict[str, float]] = {}
-        first, last = min(job.wanted), max(job.wanted)
-        legs = [leg for leg in core.plan_legs(list(starts), first, last, cfg.meeting) if _needed(leg, job.wanted)]
+        self.sink.check_cancel()
+        groups: "OrderedDict[tuple, List[int]]" = OrderedDict()
+        for n, st in enumerate(self.structures):
+            st.starts = {start.index: start for start in self.starts(st)}
+            key = (tuple(sorted(st.starts)), tuple(st.job.wanted))
+            groups.setdefault(key, []).append(n)
+        for members in groups.values():
+            self._run_group(members)
+
+    def _run_group(self, members: List[int]) -> None:
+        """Structures with the same chain starts and query slices, in lockstep."""
+        cfg = self.cfg
+        lead = self.structures[members[0]]
+        wanted = lead.job.wanted
+        first, last = min(wanted), max(wanted)
+        legs = [leg for leg in core.plan_legs(list(lead.starts), first, last, cfg.meeting) if _needed(leg, wanted)]
         # the legs whose slices are yielded (the first leg of a blended gap is held)
         yielding = [leg for leg in legs if leg.partner is None or leg.partner < leg.support]
-        for st in starts.values():
-            if st.segment and st.index in sink.wanted:
-                self._segment_start(st)
+        for n in members:
+            st = self.structures[n]
+            for start in st.starts.values():
+                if start.segment and start.index in st.sink.wanted:
+                    self._segment_start(n, start)
+        fused: Dict[Tuple[int, int], Dict[str, float]] = {}
+        entered: set = set()
 
-        directions: Dict[int, Direction] = {}
-
-        def direction_of(leg: core.Leg) -> Direction:
-            if id(leg) not in directions:
+        def direction_of(n: int, leg: core.Leg) -> Direction:
+            st = self.structures[n]
+            if id(leg) not in st.directions:
                 for other in yielding:  # the walk has left every earlier leg
                     if other is leg:
                         break
-                    self._close(other, directions, starts)
-                self.encodings.ahead([q for q in leg.slices if q in sink.wanted])
-                directions[id(leg)] = sink.direction(leg.support, leg.slices, self._make_record(leg, starts),
-                                                     auto_stop=leg.outward)
-            return directions[id(leg)]
+                    self._close(n, other)
+                if id(leg) not in entered:
+                    entered.add(id(leg))
+                    self.encodings.ahead([q for q in leg.slices if q in st.sink.wanted])
+                st.directions[id(leg)] = st.sink.direction(leg.support, leg.slices, self._make_record(n, leg),
+                                                           auto_stop=leg.outward)
+            return st.directions[id(leg)]
 
-        def keep_going(step: core.ChainStep, leg: core.Leg) -> bool:
-            direction = direction_of(leg)
-            seconds = {**step.seconds, **fused.pop(step.index, {})}
-            if step.index in sink.wanted:  # slices walked through on the way are not judged
-                start, notes = self._served_by(step.index, leg, starts)
-                direction.offer(self._record(step.index, start.support, step.mask, start.prototype, seconds,
-                                             notes), step.mask)
+        def keep_going(step: core.ChainStep, leg: core.Leg, n: int) -> bool:
+            st = self.structures[n]
+            direction = direction_of(n, leg)
+            seconds = {**step.seconds, **fused.pop((n, step.index), {})}
+            if step.index in st.sink.wanted:  # slices walked through on the way are not judged
+                start, notes = self._served_by(n, step.index, leg)
+                record = self._record(n, step.index, start.support, step.mask, start.prototype, seconds, notes)
+                direction.offer(record, step.mask, self._evidence(st, step.index, step.soft, start.prototype))
             return not direction.stopped
 
-        def prior_hook(index: int, soft: np.ndarray) -> np.ndarray:
-            if index not in sink.wanted:
+        def prior_hook(n: int, index: int, soft: np.ndarray) -> np.ndarray:
+            if index not in self.structures[n].sink.wanted:
                 return soft
             timings: Dict[str, float] = {}
-            out = self._fuse(index, soft, timings)
-            fused[index] = timings
+            out = self._fuse(n, index, soft, timings)
+            fused[(n, index)] = timings
             return out
 
-        for _ in core.propagate_supports(
-                self.images, {q: st.soft for q, st in starts.items()}, first, last, self.spacing, cfg,
-                keep_going=keep_going, prior_hook=prior_hook if cfg.backend_weight > 0 else None,
-                before_slice=lambda index: sink.check_cancel(), legs=legs):
+        masks = {n: {q: start.soft for q, start in self.structures[n].starts.items()} for n in members}
+        for _ in core.propagate_supports_many(
+                self.images, masks, first, last, self.spacing, cfg, keep_going=keep_going,
+                prior_hook=prior_hook if cfg.backend_weight > 0 else None,
+                before_slice=lambda index: self.sink.check_cancel(), legs=legs):
             pass
-        for leg in yielding:
-            self._close(leg, directions, starts)
+        for n in members:
+            for leg in yielding:
+                self._close(n, leg)
 
-    def _close(self, leg: core.Leg, directions: Dict[int, Direction], starts: Dict[int, Start]) -> None:
+    def _close(self, n: int, leg: core.Leg) -> None:
         """End a leg's direction once (one the walk never reached records its slices)."""
-        if id(leg) in self._closed:
+        st = self.structures[n]
+        if id(leg) in st.closed:
             return
-        direction = directions.get(id(leg))
+        direction = st.directions.get(id(leg))
         if direction is None:
-            direction = self.sink.direction(leg.support, leg.slices, self._make_record(leg, starts),
-                                            auto_stop=leg.outward)
+            direction = st.sink.direction(leg.support, leg.slices, self._make_record(n, leg), auto_stop=leg.outward)
         direction.close()
-        self._closed.add(id(leg))
+        st.closed.add(id(leg))
 
-    def _segment_start(self, st: Start) -> None:
+    def _segment_start(self, n: int, start: Start) -> None:
         """Another volume: the start slice's own mask is the refined mapped mask."""
+        st = self.structures[n]
         t = time.perf_counter()
-        mask = core.refine_mask(self.images(st.index), st.soft, self.spacing, self.cfg)
+        mask = core.refine_mask(self.images(start.index), start.soft, self.spacing, self.cfg)
         seconds = {REFINEMENT: time.perf_counter() - t}
-        direction = self.sink.direction(st.support, [st.index], auto_stop=False)
-        direction.offer(self._record(st.index, st.support, mask, st.prototype, seconds, (st.note,)), mask)
+        direction = st.sink.direction(start.support, [start.index], auto_stop=False)
+        direction.offer(self._record(n, start.index, start.support, mask, start.prototype, seconds, (start.note,)),
+                        mask, self._evidence(st, start.index, start.soft, start.prototype))
         direction.close()
 
-    def _served_by(self, index: int, leg: core.Leg, starts: Dict[int, Start]) -> Tuple[Start, Tuple[str, ...]]:
+    def _served_by(self, n: int, index: int, leg: core.Leg) -> Tuple[Start, Tuple[str, ...]]:
         """The start whose prototype judges ``index`` (the nearer one in a blended gap)."""
+        starts = self.structures[n].starts
         if leg.partner is None:
             return starts[leg.support], ()
         a, b = leg.support, leg.partner
         nearer = a if abs(index - a) <= abs(index - b) else b
         return starts[nearer], (f"blend of the chains from slices {min(a, b)} and {max(a, b)}",)
 
-    def _make_record(self, leg: core.Leg, starts: Dict[int, Start]):
+    def _make_record(self, n: int, leg: core.Leg):
         def make_record(index: int) -> SliceRecord:
-            return SliceRecord(index=index, support_index=self._served_by(index, leg, starts)[0].support)
+            return SliceRecord(index=index, support_index=self._served_by(n, index, leg)[0].support)
         return make_record
 
 
@@ -336,7 +425,14 @@ def _needed(leg: core.Leg, wanted: Sequence[int]) -> bool:
 
 def run(job: Job, sink: ResultSink) -> None:
     """Segment ``job``'s slices into ``sink`` by registration-guided propagation."""
-    _RegistrationRun(job, sink).run()
+    _RegistrationRun([Track(job, sink)]).run()
 
 
-__all__ = ["DECODE", "REFINEMENT", "REGISTRATION", "SIMILARITY", "Start", "feature_key", "run"]
+def run_tracks(tracks: Sequence[Track]) -> None:
+    """Several structures in one run: one displacement field per pair of slices and one
+    encoder pass per slice for every structure walking them (see the module's doc)."""
+    if tracks:
+        _RegistrationRun(tracks).run()
+
+
+__all__ = ["DECODE", "REFINEMENT", "REGISTRATION", "SIMILARITY", "Start", "feature_key", "run", "run_tracks"]

@@ -7,11 +7,16 @@ depend on the structure is done once:
 - the backend's **encoder pass** of each query slice (and of each support slice) serves
   every structure (:mod:`SynPoLib.volume.encoder`); the slices and propagate modes walk
   structures labelled on the same slices in lockstep (:func:`.slices.run_tracks`);
+- in the registration mode, also the **displacement field** between two slices (on the
+  crop around the union of the structures' masks) and the 3-D affine registration of
+  another support volume (:func:`.registration.run_tracks`);
 - modes without a shared runner (video, hybrid) run the structures one after another.
 
 Each structure keeps everything that is its own: support context, guidance, acceptance,
 auto-stop, records. Before overlaps are decided each structure's result is exactly its
-one-structure run's (a test checks it).
+one-structure run's in the slices and propagate modes (a test checks it); in the
+registration mode the shared field is computed on a larger crop than one structure's,
+so masks differ slightly from a one-structure run (measured: docs/multi-structure.md).
 
 **Overlaps.** Structures that touch must not overlap in the result, unless the user's
 own segments overlap on a support slice (nested structures: a lesion inside an organ);
@@ -205,6 +210,10 @@ def _shared_runner(mode: Mode) -> Optional[Callable[[Sequence[Track], int], None
         from . import propagate, slices
 
         return lambda tracks, capacity: slices.run_tracks(tracks, guidance=propagate.guidance, capacity=capacity)
+    if mode == Mode.REGISTRATION:
+        from . import registration
+
+        return lambda tracks, capacity: registration.run_tracks(tracks)
     return None
 
 
