@@ -112,6 +112,8 @@ class SynPoParameterNode:
     supportAxis: Annotated[int, WithinRange(0, 2), Default(0)]
     supportSlice: Annotated[int, Minimum(0), Default(0)]
     useAllLabelledSlices: Annotated[bool, Default(False)]
+    #: segment every structure drawn on the labelled slice(s), in one run (one result each)
+    allSegments: Annotated[bool, Default(False)]
     queryVolume: vtkMRMLScalarVolumeNode
     sliceRange: Annotated[str, Choice(list(SLICE_RANGES)), Default("Whole volume")]
     sliceMargin: Annotated[int, Minimum(0), Default(20)]
@@ -176,6 +178,7 @@ class SynPoWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
         self.ui.undoButton.connect("clicked(bool)", self.onUndoButton)
+        self.ui.rerunButton.connect("clicked(bool)", self.onRerunButton)
 
         self.ui.configTableWidget.setHorizontalHeaderLabels(["Parameter", "Value"])
         self.ui.scoresTableWidget.setHorizontalHeaderLabels(["Slice", "Score", "Area", "Review"])
@@ -467,6 +470,10 @@ class SynPoWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.showResult(run)
             notes = "".join(f"; {note}" for note in getattr(run.result, "notes", ()) or ())  # e.g. NaN voxels
             self.ui.statusLabel.text = f"done: {status.total} slices in {status.elapsed:.0f} s{notes}"
+            if status.corrected:
+                changed = sorted({i for slices in status.changed.values() for i in slices})
+                self.ui.statusLabel.text = (f"done again: {status.total} slices recomputed, the correction changed "
+                                            f"{len(changed)} (marked in the review list)")
         elif status.state == "cancelled":
             self.ui.statusLabel.text = "cancelled: nothing was changed"
         elif status.state == "failed":
@@ -484,21 +491,19 @@ class SynPoWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._fillScores(status.records, refresh)
 
     def _fillScores(self, records, refresh=False):
-        from SynPoLib.volume.qc import review_flags
-
+        """The review list (SynPoLib.scene.review_rows): every slice of every result segment;
+        after a run again, which slices the correction changed and which you corrected."""
         table = self.ui.scoresTableWidget
-        if table.rowCount == len(records) and not refresh:
+        status = self._run.status() if self._run is not None else None
+        rows = self.logic.reviewRows(self._run, status) if status is not None else []
+        if table.rowCount == len(rows) and not refresh:
             return
-        config = getattr(self._run, "config", None)
-        flags = review_flags(records, config.quality) if config is not None else review_flags(records)
-        ordered = sorted(records, key=lambda r: r.index)
-        table.setRowCount(len(ordered))
-        for row, r in enumerate(ordered):
-            score = "support" if r.support_index < 0 else (f"{r.score:.3f}" if r.score == r.score else "")
-            for column, text in enumerate((str(r.index), score, str(r.pixels), flags.get(r.index, ""))):
+        table.setRowCount(len(rows))
+        for row, r in enumerate(rows):
+            for column, text in enumerate((str(r.index), r.score, str(r.pixels), r.flag)):
                 item = qt.QTableWidgetItem(text)
                 item.setFlags(qt.Qt.ItemIsEnabled | qt.Qt.ItemIsSelectable)
-                if r.index in flags:
+                if r.flag:
                     item.setBackground(qt.QBrush(qt.QColor(255, 230, 160)))
                 table.setItem(row, column, item)
         self._updateReviewButtons()
@@ -548,9 +553,22 @@ class SynPoWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = "the last result was removed"
             self.ui.undoButton.enabled = False
 
+    def onRerunButton(self):
+        with slicer.util.tryWithErrorDisplay("SynPo could not run again.", waitCursor=True):
+            if self._run is None or self._run.state != "finished":
+                raise RuntimeError("run again needs a finished result: correct its slices in the Segment Editor first")
+            self._run = self.logic.rerunWithCorrections(self._run, beforeFirstWrite=self.logic.saveStateForUndo)
+            self.ui.scoresTableWidget.setRowCount(0)
+            self._updateReviewButtons()
+            self.ui.progressBar.value = 0
+            self.ui.statusLabel.text = "running again with your corrections"
+            self._setRunning(True)
+            self._timer.start()
+
     def _setRunning(self, running):
         self.ui.cancelButton.enabled = running
         self.ui.undoButton.enabled = (not running and self._run is not None and self._run.state == "finished")
+        self.ui.rerunButton.enabled = self.ui.undoButton.enabled
         for widget in (self.ui.inputsCollapsibleButton, self.ui.modelCollapsibleButton,
                        self.ui.advancedCollapsibleButton, self.ui.outputCollapsibleButton):
             widget.enabled = not running
@@ -880,8 +898,9 @@ class SynPoLogic(ScriptedLoadableModuleLogic):
             axis, supportSlices = p.supportAxis, None if p.useAllLabelledSlices else [p.supportSlice]
         else:  # every slice the segment is drawn on, along the axis it is drawn across
             axis, supportSlices = self.supportSlicesFromSegment(support, p.supportSegmentation, p.supportSegmentID)
+        segments = self.structureSegments(p, axis, supportSlices)
         run = scene.run_on_nodes(
-            self.backendFactory(backend, p.device), support, p.supportSegmentation, p.supportSegmentID,
+            self.backendFactory(backend, p.device), support, p.supportSegmentation, segments,
             axis=axis, support_slices=supportSlices,
             query_volume=query, output_segmentation=target, name=p.outputName.strip() or None,
             config=self.configFor(backend, p.configOverrides, MODES[p.mode], p.autoStop),
@@ -928,9 +947,44 @@ class SynPoLogic(ScriptedLoadableModuleLogic):
         slicer.vtkMRMLSliceNode.JumpAllSlices(slicer.mrmlScene, float(ras[0]), float(ras[1]), float(ras[2]))
 
     @staticmethod
+    def structureSegments(p, axis, supportSlices):
+        """The chosen segment, or (allSegments) every segment drawn on the labelled slice(s)."""
+        from SynPoLib import scene
+
+        if not p.allSegments:
+            return p.supportSegmentID
+        if supportSlices is None:  # every labelled slice of the chosen segment
+            mask = scene.segment_array(p.supportSegmentation, p.supportSegmentID, p.supportVolume)
+            supportSlices = scene.labelled_slices(mask, axis)
+        ids = scene.segments_drawn_on(p.supportVolume, p.supportSegmentation, axis, supportSlices)
+        return ids or p.supportSegmentID
+
+    def rerunWithCorrections(self, run, beforeFirstWrite=None):
+        """Run again after the user corrected slices of ``run``'s result segments (one undo step)."""
+        from SynPoLib import scene
+
+        return scene.rerun_on_nodes(run.backend, run, before_first_write=beforeFirstWrite).start()
+
+    @staticmethod
+    def reviewRows(run, status):
+        """The review list's rows (SynPoLib.scene.review_rows), named after the result segments."""
+        from SynPoLib import scene
+
+        config = getattr(run, "config", None)
+        quality = config.mode_quality() if config is not None else None
+        names = {}
+        for key, writer in getattr(run, "writers", {}).items():
+            node = writer.segmentation_node
+            segment = node.GetSegmentation().GetSegment(writer.segment_id) if node is not None and \
+                writer.segment_id else None
+            names[key] = segment.GetName() if segment is not None else key
+        return scene.review_rows(status, quality, names)
+
+    @staticmethod
     def undo(run):
-        """Remove a finished run's result: its segment, or the node it created (nothing else)."""
-        run.writer.undo()
+        """Take a finished run's result back in one step: its segments (or the node it created),
+        or, for a run again after corrections, the segments as you had corrected them."""
+        run.undo()
 
 
 #

@@ -18,7 +18,8 @@ neither. The Slicer module's Logic is a thin caller of these names.
 from ..errors import MRMLInputError, RunInProgress
 from .nodes import (BINARY_LABELMAP, DEFAULT_COLOR, ViewSlice, contrasting_color, default_inputs, display_window,
                     ensure_converter_rules, ijk_to_world, parent_to_world, same_node, segment_array, segment_color,
-                    segment_names, slice_center_ras, slice_from_view, support_slices_from_segment, volume_array)
+                    segment_names, segments_drawn_on, slice_center_ras, slice_from_view, support_slices_from_segment,
+                    volume_array, RESULT_TAG, is_result_segment)
 from .runs import (CHANGED_BY_CORRECTION, CORRECTED_BY_USER, CorrectionRun, NodeInputs, ReviewRow, RunStatus,
                    SegmentInput, SegmentationRun, active_run, corrected_slices, read_inputs, rerun_on_nodes,
                    review_rows, run_on_nodes)
@@ -31,6 +32,7 @@ __all__ = [
     "MRMLInputError", "display_window", "ijk_to_world", "parent_to_world", "read_inputs", "same_node",
     "segment_array", "segment_color", "segment_names", "slice_center_ras", "slice_from_view", "volume_array",
     "ViewSlice", "ensure_converter_rules", "BINARY_LABELMAP", "default_inputs", "support_slices_from_segment",
+    "segments_drawn_on", "RESULT_TAG", "is_result_segment",
     # a segment out
     "SegmentWriter", "SegmentUpdater", "contrasting_color", "DEFAULT_COLOR",
     # runs

@@ -15,8 +15,8 @@ import numpy as np
 
 from ..errors import MRMLInputError
 from ..config import DEFAULT_COLOR
-from .nodes import (BINARY_LABELMAP, check_volume, ensure_converter_rules, ijk_to_world, node_name, oriented_image,
-                    parent_to_world, source_representation)
+from .nodes import (BINARY_LABELMAP, RESULT_TAG, check_volume, ensure_converter_rules, ijk_to_world, node_name,
+                    oriented_image, parent_to_world, source_representation)
 
 
 class SegmentWriter:
@@ -95,6 +95,7 @@ class SegmentWriter:
         segment.SetColor(*self.color)
         segment.AddRepresentation(BINARY_LABELMAP, labelmap)
         segment.SetLabelValue(1)
+        segment.SetTag(RESULT_TAG, "1")  # never taken for a user's labelled structure later
         base = "".join(ch if ch.isalnum() else "_" for ch in self.name) or "SynPo"
         segment_id = segmentation.GenerateUniqueSegmentID(base)
         if not segmentation.AddSegment(segment, segment_id):

@@ -310,7 +310,7 @@ def _merge(parts: List[VolumeResult]) -> VolumeResult:
 
 # ---------------------------------------------------------------------------- overlaps
 def overlapping_pairs(structures: Sequence[Structure]) -> Set[FrozenSet[str]]:
-    """Pairs of structures whose supports overlap on a labelled slice: the user means them to."""
+    """Pairs of structures drawn overlapping on a slice labelled for both: the user means them to."""
     allowed: Set[FrozenSet[str]] = set()
     for a, b in itertools.combinations(structures, 2):
         if a.name == b.name or frozenset((a.name, b.name)) in allowed:
@@ -320,7 +320,9 @@ def overlapping_pairs(structures: Sequence[Structure]) -> Set[FrozenSet[str]]:
         if not (a.support.volume is b.support.volume or np.shape(a.support.volume) == np.shape(b.support.volume)):
             continue
         axis = a.support.axis
-        for s in sorted(set(a.support.slices) | set(b.support.slices)):
+        # only a slice labelled for both says how the user means them: elsewhere one of
+        # the masks is not the user's drawing of that slice
+        for s in sorted(set(a.support.slices) & set(b.support.slices)):
             if np.any((take_slice(a.support.mask, s, axis) > 0) & (take_slice(b.support.mask, s, axis) > 0)):
                 allowed.add(frozenset((a.name, b.name)))
                 break

@@ -51,7 +51,7 @@ def phantom():
 @pytest.fixture(scope="module")
 def first_run(lite_backend):
     volume, labels = phantom()
-    cfg = preset("lite").updated(**{"quality.auto_stop": False})
+    cfg = preset("lite").updated(**{"quality.auto_stop": False})  # the preset's mode: registration
     structures = structures_from_labelmap(volume, labels, [4, 14])
     result = segment_structures(lite_backend, volume, structures, config=cfg, slices=range(2, 18))
     return volume, labels, cfg, structures, result
@@ -115,7 +115,8 @@ def test_a_support_in_another_volume_and_corrections_in_the_query_run_as_two_par
     volume, labels = phantom()
     support_volume = volume[::-1].copy()  # the same anatomy, the other way up: another volume
     support = Support(support_volume, (labels == 1)[::-1].copy(), [13], axis=0)  # at query position 13
-    cfg = preset("lite").updated(**{"quality.auto_stop": False})
+    # the slices mode: the registration mode would first register the volumes in 3-D (minutes)
+    cfg = preset("lite").updated(**{"quality.auto_stop": False, "propagation.mode": "slices"})
     from SynPoLib.volume import Structure
 
     first = segment_structures(lite_backend, volume, [Structure("a", support, 1, same_volume=False)], config=cfg,

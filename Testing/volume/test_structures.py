@@ -4,7 +4,7 @@ one-structure runs, and no pixel claimed twice unless the user drew the structur
 import numpy as np
 import pytest
 
-from SynPoLib import Cancelled, Support, preset, segment_volume
+from SynPoLib import Cancelled, InputError, Support, preset, segment_volume
 from SynPoLib.volume import ConflictRule, Structure, StructuresConfig, segment_structures, structures_from_labelmap
 from SynPoLib.volume.structures import resolve_overlaps
 
@@ -147,7 +147,7 @@ def test_progress_counts_every_structure_and_cancel_stops_the_run(lite_backend):
                            slices=range(4, 7), cancel=lambda: True)
 
 
-def test_bad_structure_lists_are_refused_clearly():
+def test_bad_structure_lists_are_refused_clearly(lite_backend):
     volume, labels = two_blobs(gap=True)
     with pytest.raises(ValueError, match="label 7 is not drawn on support slice"):
         structures_from_labelmap(volume, labels, [5], labels=[1, 7])
@@ -156,7 +156,53 @@ def test_bad_structure_lists_are_refused_clearly():
     a = Support(volume, labels == 1, [5], axis=0)
     b = Support(volume, labels == 2, [27], axis=2)
     with pytest.raises(ValueError, match="one axis"):
-        segment_structures(object(), volume, [Structure("a", a), Structure("b", b)], config=config())
+        segment_structures(lite_backend, volume, [Structure("a", a), Structure("b", b)], config=config())
+    with pytest.raises(InputError, match="backend must be a SynPoLib Backend"):
+        segment_structures(object(), volume, [Structure("a", a)], config=config())
     with pytest.raises(ValueError, match="shared_encodings"):
         StructuresConfig(shared_encodings=0)
     assert StructuresConfig(conflict="logit").conflict is ConflictRule.LOGIT
+
+
+def test_registration_mode_moves_every_structure_with_one_field_per_pair_of_slices(lite_backend, monkeypatch):
+    import SynPoLib.registration as core
+    from SynPoLib.metrics import dice
+
+    volume, labels = two_blobs(gap=True)
+    calls = []
+    real = core.register_slices
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(core, "register_slices", counting)
+    cfg = config("registration")
+    alone = {}
+    for label in (1, 2):
+        calls.clear()
+        alone[label] = segment_volume(lite_backend, volume, Support(volume, labels == label, [5]), config=cfg,
+                                      slices=range(2, 10)).mask
+        single_calls = len(calls)
+    calls.clear()
+    before = dict(lite_backend.encoder_calls.counts)
+    together = segment_structures(lite_backend, volume, structures_from_labelmap(volume, labels, [5]), config=cfg,
+                                  slices=range(2, 10))
+    assert len(calls) == single_calls == 7, "one field per pair of neighbouring slices, whatever the structures"
+    assert lite_backend.encoder_calls.counts["sam"] - before["sam"] == 8, "7 query slices + the support, once"
+    for label in (1, 2):
+        # the field is computed on the crop around both masks, not one: the masks may differ a little
+        assert dice(together[f"label {label}"].mask > 0, alone[label] > 0) > 0.95
+
+
+def test_only_a_slice_labelled_for_both_says_the_user_drew_them_overlapping():
+    from SynPoLib.volume.structures import overlapping_pairs
+
+    volume, labels = two_blobs(gap=False)
+    organ = labels == 1
+    lesion = np.zeros(SHAPE, bool)
+    lesion[4, 15:23, 10:16] = True  # drawn inside the organ, on slice 4 only
+    apart = [Structure("organ", Support(volume, organ, [5])), Structure("lesion", Support(volume, lesion, [4]))]
+    assert overlapping_pairs(apart) == set(), "slice 4 is not labelled for the organ: its mask there says nothing"
+    both = [Structure("organ", Support(volume, organ, [4, 5])), Structure("lesion", Support(volume, lesion, [4]))]
+    assert overlapping_pairs(both) == {frozenset(("organ", "lesion"))}
