@@ -33,8 +33,8 @@ def test_copy_baseline_and_reach():
     truth = np.zeros((6, 4, 4), np.uint8)
     for k in range(6):
         truth[k, :k % 3 + 1] = 1
-    out = copy_corrected(truth, [1, 4], [0, 2, 3, 5], axis=0)
-    for q, s in {0: 1, 2: 1, 3: 4, 5: 4}.items():  # the nearest labelled slice, ties to the lower
+    out = copy_corrected(truth, [1, 5], [0, 2, 3, 4], axis=0)
+    for q, s in {0: 1, 2: 1, 3: 1, 4: 5}.items():  # the nearest labelled slice, ties (3) to the lower
         np.testing.assert_array_equal(out[q], truth[s])
     assert reached([0.5, 0.86, 0.9], 0.85) == 1 and reached([0.5, 0.6], 0.85) is None
 
