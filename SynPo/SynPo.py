@@ -472,8 +472,8 @@ class SynPoWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = f"done: {status.total} slices in {status.elapsed:.0f} s{notes}"
             if status.corrected:
                 changed = sorted({i for slices in status.changed.values() for i in slices})
-                self.ui.statusLabel.text = (f"done again: {status.total} slices recomputed, the correction changed "
-                                            f"{len(changed)} (marked in the review list)")
+                self.ui.statusLabel.text = (f"done again: {status.total} slice(s) recomputed, the correction "
+                                            f"changed {len(changed)} (marked in the review list)")
         elif status.state == "cancelled":
             self.ui.statusLabel.text = "cancelled: nothing was changed"
         elif status.state == "failed":
@@ -488,13 +488,14 @@ class SynPoWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             leftText = f", about {int(left) // 60}:{int(left) % 60:02d} left" if left == left else ""
             self.ui.statusLabel.text = (f"{status.done} / {status.total} slices{leftText}"
                                         + (f" ({status.stage})" if status.stage and not status.done else ""))
-        self._fillScores(status.records, refresh)
+        self._fillScores(status.records, refresh, status)
 
-    def _fillScores(self, records, refresh=False):
+    def _fillScores(self, records, refresh=False, status=None):
         """The review list (SynPoLib.scene.review_rows): every slice of every result segment;
         after a run again, which slices the correction changed and which you corrected."""
         table = self.ui.scoresTableWidget
-        status = self._run.status() if self._run is not None else None
+        if status is None and self._run is not None:
+            status = self._run.status()
         rows = self.logic.reviewRows(self._run, status) if status is not None else []
         if table.rowCount == len(rows) and not refresh:
             return

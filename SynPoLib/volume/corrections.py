@@ -35,7 +35,7 @@ import numpy as np
 from ..backends.base import Backend
 from ..config import SynPoConfig
 from ..preprocess import take_slice
-from .structures import ConflictRule, Structure, StructuresConfig, StructuresResult, finish, run_structures
+from .structures import Structure, StructuresConfig, StructuresResult, finish, run_structures
 from .types import (CancelCheck, ProgressCallback, SliceRecord, SliceSelection, Support, VolumeResult, check_query,
                     resolve_slices, set_slice)
 
@@ -160,6 +160,12 @@ class CorrectedResult(StructuresResult):
         return {name: sorted(plan.recompute) for name, plan in self.plans.items()}
 
 
+def _preset_of(backend: Backend) -> SynPoConfig:
+    from ..presets import preset
+
+    return preset(backend.preset)
+
+
 def _positions(correction: Correction, same: bool, n_query: int) -> Dict[int, float]:
     support = correction.support
     n_support = support.volume.shape[support.axis]
@@ -265,10 +271,11 @@ def rerun(backend: Backend, query: np.ndarray, corrections: Sequence[Correction]
         run.structures = _all_structures(corrections, parts)
         touched = set().union(*(set(p.touched) for p in plans.values()))
         fixed = {c.name: set(range(n_query)) - set(plans[c.name].touched) for c in corrections}
-        decided = finish(run, options.conflict, fixed=fixed, only=touched)
+        decided = finish(run, options.rule(run.mode), fixed=fixed, only=touched)
     else:
         decided = StructuresResult(results=results, labels={c.name: int(c.label) for c in corrections}, axis=axis,
-                                   window=tuple(query_window), rule=ConflictRule(options.conflict))
+                                   window=tuple(query_window),
+                                   rule=options.rule((config or _preset_of(backend)).propagation.mode))
     for c in corrections:
         before = np.asarray(c.current) > 0
         after = decided.results[c.name].mask > 0

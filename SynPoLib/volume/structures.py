@@ -58,19 +58,42 @@ class ConflictRule(str, enum.Enum):
     DEPTH = "depth"
 
 
+#: the rule each mode decides doubly claimed pixels by, when none is given. Measured on
+#: Colin27 + AAL, 14 touching structures in 4 groups, LiteMedSAM, each group labelled on
+#: one slice (benchmarks/conflict_rules.py, docs/multi-structure.md): mean Dice
+#:   slices mode:  similarity 0.4908, overlaps left 0.4855, logit 0.4824, depth 0.4744,
+#:                 confidence 0.4695; pixels given to the atlas's owner 70 / 63 / 51 / 51 %
+#:   registration: confidence 0.6424, logit 0.6423, depth 0.6417, similarity 0.6411
+#:                 (overlaps left 0.6427: its chains rarely collide, 1070 pixels in all);
+#:                 given to the owner 56 / 51 / 52 / 44 %                             [G]
+DEFAULT_RULES: Dict[Mode, ConflictRule] = {Mode.REGISTRATION: ConflictRule.CONFIDENCE}
+#: every other mode (the SAM-family ones): the pixel goes to the structure whose support
+#: it looks most like                                                                 [G]
+DEFAULT_RULE = ConflictRule.SIMILARITY
+
+
+def default_rule(mode: Mode) -> ConflictRule:
+    """The measured conflict rule of ``mode`` (:data:`DEFAULT_RULES`)."""
+    return DEFAULT_RULES.get(Mode(mode), DEFAULT_RULE)
+
+
 @dataclass(frozen=True)
 class StructuresConfig:
     """How a multi-structure run shares work and decides overlaps."""
 
-    #: the rule for pixels two structures claim. Measured on Colin27 + AAL, touching
-    #: structures (docs/multi-structure.md, benchmarks/bench_structures.py)           [G]
-    conflict: ConflictRule = ConflictRule.DEPTH
+    #: the rule for pixels two structures claim; None: the mode's measured one
+    #: (:data:`DEFAULT_RULES`)                                                         [G]
+    conflict: Optional[ConflictRule] = None
     #: encoded query slices kept for structures whose walks differ (other support slices)
     shared_encodings: int = SHARED_ENCODINGS
 
     def __post_init__(self) -> None:
-        if not isinstance(self.conflict, ConflictRule):
+        if self.conflict is not None and not isinstance(self.conflict, ConflictRule):
             object.__setattr__(self, "conflict", ConflictRule(self.conflict))
+
+    def rule(self, mode: Mode) -> ConflictRule:
+        """The rule a run in ``mode`` uses."""
+        return self.conflict if self.conflict is not None else default_rule(mode)
         if self.shared_encodings < 1:
             raise ValueError("shared_encodings must be >= 1")
 
@@ -178,6 +201,8 @@ class StructuresRun:
     query_spacing: Optional[Sequence[float]]
     #: run statistics: encoder passes of query slices, ...
     stats: Dict[str, int] = field(default_factory=dict)
+    #: the mode that ran (it decides the default conflict rule)
+    mode: Mode = Mode.SLICES
 
 
 class _Progress:
@@ -269,7 +294,7 @@ def run_structures(backend: Backend, query: np.ndarray, structures: Sequence[Str
     merged = {name: _merge(parts) for name, parts in results.items()}
     stats = {"encoded_slices": _encoded(backend) - passes_before}
     return StructuresRun(structures=structures, results=merged, evidence=evidence, axis=first.support.axis,
-                         window=tuple(query_window), query_spacing=query_spacing, stats=stats)
+                         window=tuple(query_window), query_spacing=query_spacing, stats=stats, mode=mode)
 
 
 def _encoded(backend: Backend) -> int:
@@ -467,7 +492,7 @@ def segment_structures(backend: Backend, query: np.ndarray, structures: Sequence
     run = run_structures(backend, query, structures, config=config, slices=slices, query_spacing=query_spacing,
                          query_window=query_window, batch_size=batch_size, progress=progress, cancel=cancel,
                          options=options)
-    return finish(run, options.conflict)
+    return finish(run, options.rule(run.mode))
 
 
 def finish(run: StructuresRun, rule: ConflictRule, *, fixed: Optional[Mapping[str, Set[int]]] = None,
@@ -506,6 +531,6 @@ def finish(run: StructuresRun, rule: ConflictRule, *, fixed: Optional[Mapping[st
                             rule=ConflictRule(rule), overlapping=pairs, given_up=given_up)
 
 
-__all__ = ["ConflictRule", "Structure", "StructuresConfig", "StructuresResult", "StructuresRun", "finish",
-           "overlapping_pairs", "resolve_overlaps", "run_structures", "segment_structures",
-           "structures_from_labelmap"]
+__all__ = ["ConflictRule", "DEFAULT_RULE", "DEFAULT_RULES", "Structure", "StructuresConfig", "StructuresResult",
+           "StructuresRun", "default_rule", "finish", "overlapping_pairs", "resolve_overlaps", "run_structures",
+           "segment_structures", "structures_from_labelmap"]

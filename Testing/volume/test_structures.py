@@ -206,3 +206,19 @@ def test_only_a_slice_labelled_for_both_says_the_user_drew_them_overlapping():
     assert overlapping_pairs(apart) == set(), "slice 4 is not labelled for the organ: its mask there says nothing"
     both = [Structure("organ", Support(volume, organ, [4, 5])), Structure("lesion", Support(volume, lesion, [4]))]
     assert overlapping_pairs(both) == {frozenset(("organ", "lesion"))}
+
+
+def test_structures_labelled_on_different_slices_still_encode_each_slice_once(lite_backend):
+    volume, labels = two_blobs(gap=True)
+    cfg, query = config("slices"), range(2, 10)
+    a = Structure("a", Support(volume, labels == 1, [5]), 1)
+    b = Structure("b", Support(volume, labels == 2, [6]), 2)
+    alone = {s.name: segment_volume(lite_backend, volume, s.support, config=cfg, slices=query).mask for s in (a, b)}
+    before = dict(lite_backend.encoder_calls.counts)
+    together = segment_structures(lite_backend, volume, [a, b], config=cfg, slices=query)
+    # their walks differ (other support slices): the slices b walks after a are kept for it
+    assert lite_backend.encoder_calls.counts["sam"] - before["sam"] == 8 + 2, "slices 2..9 once, supports 5 and 6"
+    for name in ("a", "b"):
+        np.testing.assert_array_equal(together[name].mask, alone[name])
+    assert StructuresConfig().rule("registration") is ConflictRule.CONFIDENCE
+    assert StructuresConfig().rule("slices") is ConflictRule.SIMILARITY
