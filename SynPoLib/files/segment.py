@@ -59,6 +59,8 @@ class SegmentRequest:
     window: Optional[Sequence[float]] = None
     config: Optional[str] = None
     set: Sequence[str] = ()
+    #: None: the backend's preset (SynPoLib.presets)
+    preset: Optional[str] = None
     mode: Optional[str] = None
     no_auto_stop: bool = False
     largest_component: bool = False
@@ -91,6 +93,11 @@ class SegmentOutcome:
     flags: Dict[int, str]
     seconds: float
 
+    @property
+    def mode(self) -> str:
+        """The mode that ran (SynPoLib.config.Mode value)."""
+        return self.config.propagation.mode.value
+
     def report_lines(self) -> List[str]:
         """What the run did, for a person: counts, time, auto-stop, flagged slices, Dice."""
         r, records = self.request, self.result.records
@@ -98,8 +105,8 @@ class SegmentOutcome:
         segmented = [rec for rec in queried if np.isfinite(rec.score)]
         painted = [rec for rec in queried if rec.pixels > 0]
         lines = [f"segmented {len(segmented)} of {len(queried)} query slices along axis {r.axis} in "
-                 f"{self.seconds:.1f} s ({self.seconds / max(len(segmented), 1):.2f} s/slice) with {self.backend}; "
-                 f"{len(painted)} painted"]
+                 f"{self.seconds:.1f} s ({self.seconds / max(len(segmented), 1):.2f} s/slice) with {self.backend}, "
+                 f"{self.mode} mode; {len(painted)} painted"]
         stopped = [rec.index for rec in queried if "auto-stop" in " ".join(rec.notes)]
         if stopped:
             lines.append(f"auto-stop: {len(stopped)} slices past the structure's end left unpainted "
@@ -167,7 +174,7 @@ def segment_files(request: SegmentRequest, progress: Optional[Callable] = None) 
     if batch_size is None:
         suggest = getattr(backend, "suggested_batch_size", None)
         batch_size = suggest() if suggest is not None else 1
-    cfg = build_config(backend.preset, r.config, r.set)
+    cfg = build_config(r.preset or backend.preset, r.config, r.set)
     if r.window:
         cfg = cfg.replace(window=WindowConfig(window=tuple(r.window)))
     if r.mode:
@@ -179,12 +186,13 @@ def segment_files(request: SegmentRequest, progress: Optional[Callable] = None) 
 
     same = r.support is None or Path(r.support).resolve() == Path(r.query).resolve()
     support = Support(volume=support_vol.array, mask=mask, slices=r.support_slice, axis=r.axis,
-                      spacing=support_vol.spacing)
+                      spacing=support_vol.spacing, origin=support_vol.origin, direction=support_vol.direction)
     started = time.perf_counter()
     try:
         result = segment_volume(backend, query.array, support, config=cfg, slices=slices,
                                 query_spacing=query.spacing, same_volume=same,
-                                batch_size=batch_size, progress=progress)
+                                batch_size=batch_size, progress=progress,
+                                query_origin=query.origin, query_direction=query.direction)
     except DeviceMemoryError as exc:
         raise InputError(str(exc)) from None
     elapsed = time.perf_counter() - started
@@ -219,7 +227,7 @@ def _write_outputs(r: SegmentRequest, query, result, reference, name, color, cfg
         if r.labelmap:
             tmp_lm = stack.enter_context(atomic_path(r.labelmap))
             write_labelmap(tmp_lm, result.mask, query)
-        flags = review_flags(result.records, cfg.quality)
+        flags = review_flags(result.records, cfg.mode_quality())
         if r.png:
             tmp_png = stack.enter_context(atomic_path(r.png))
             # slices that were segmented (auto-stop leaves the far ones untouched)
@@ -234,7 +242,7 @@ def _write_outputs(r: SegmentRequest, query, result, reference, name, color, cfg
                          orientation=display_orientation(query.direction, r.axis))
         if r.confidence_png:
             tmp_conf = stack.enter_context(atomic_path(r.confidence_png))
-            save_confidence_plot(tmp_conf, result.records, cfg.quality, title=f"{name}: per-slice confidence")
+            save_confidence_plot(tmp_conf, result.records, cfg.mode_quality(), title=f"{name}: per-slice confidence")
         if r.records:
             tmp_rec = stack.enter_context(atomic_path(r.records))
             tmp_rec.write_text(json.dumps({
