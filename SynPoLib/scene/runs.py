@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import Cancelled, MRMLInputError, RunInProgress
 from .nodes import (contrasting_color, display_window, ijk_to_world, node_name, same_node, segment_array,
                     segment_color, volume_array)
-from .slicing import Reorientation, labelled_slices, query_slices, spacing_kji
+from .slicing import Reorientation, labelled_slices, lps_placement, query_slices, spacing_kji
 from .writer import SegmentWriter
 
 
@@ -42,6 +42,9 @@ class NodeInputs:
     same_volume: bool
     query_window: Optional[Tuple[float, float]]
     support_name: str
+    #: the aligned query's physical placement (LPS origin, direction), as Support's
+    query_origin: Optional[Tuple[float, float, float]] = None
+    query_direction: Optional[Tuple[float, ...]] = None
 
     @property
     def axis(self) -> int:
@@ -133,7 +136,8 @@ class SegmentationRun:
                 slices=self.inputs.slices, query_spacing=self.inputs.query_spacing,
                 query_window=self.inputs.query_window, same_volume=self.inputs.same_volume,
                 batch_size=self.batch_size, progress=lambda event: self._events.put(("slice", event)),
-                cancel=self._cancel)
+                cancel=self._cancel, query_origin=self.inputs.query_origin,
+                query_direction=self.inputs.query_direction)
         except Cancelled:
             self._events.put(("cancelled", None))
         except BaseException as exc:  # reported to the main thread, never lost in the worker
@@ -311,13 +315,16 @@ def read_inputs(support_volume, segmentation_node, segment_id: str, *, axis: int
     query = turn.to_aligned(native)
     s_window = display_window(support_volume) if use_display_window else None
     q_window = s_window if same else (display_window(query_volume) if use_display_window else None)
+    s_origin, s_direction = lps_placement(s_matrix)
     support = Support(volume=support_vol, mask=mask, slices=chosen, axis=axis,
-                      spacing=spacing_kji(s_matrix), window=s_window)
+                      spacing=spacing_kji(s_matrix), window=s_window, origin=s_origin, direction=s_direction)
     slices = query_slices(slice_range, query.shape[axis], chosen, support_vol.shape[axis],
                           margin=margin, first=first, last=last)
+    q_origin, q_direction = lps_placement(turn.aligned_matrix(q_matrix, native.shape))
     return NodeInputs(query=query, query_spacing=turn.aligned_spacing(spacing_kji(q_matrix)),
                       native_shape=tuple(native.shape), reorientation=turn, support=support, slices=slices,
-                      same_volume=same, query_window=q_window, support_name=segment_name)
+                      same_volume=same, query_window=q_window, support_name=segment_name,
+                      query_origin=q_origin, query_direction=q_direction)
 
 
 def run_on_nodes(backend: Any, support_volume, segmentation_node, segment_id: str, *, axis: int,

@@ -164,7 +164,9 @@ class _RegistrationRun:
     def _mapped_starts(self) -> List[Start]:
         job, affine = self.job, self.job.config.affine
         query, support = job.query_volume(), job.support_volume()
-        transform = core.register_affine(query, support, affine, abort=lambda: should_stop(self.sink.cancel))
+        report: dict = {}
+        transform = core.register_affine(query, support, affine, abort=lambda: should_stop(self.sink.cancel),
+                                         report=report)
         self.sink.check_cancel()
         if transform is None:  # pragma: no cover - aborted without a cancel request
             raise RuntimeError("the 3-D affine registration was aborted")
@@ -202,7 +204,8 @@ class _RegistrationRun:
                 continue  # two supports landing on one query slice: the first one starts there
             by_slice[q0] = Start(index=q0, support=s, soft=soft.astype(np.float32), prototype=prototype,
                                  segment=True, note=f"chain start: support slice {s} mapped by a 3-D affine "
-                                                    f"registration (lands at {mapped:.1f})")
+                                                    f"registration from the {report.get('start')} start "
+                                                    f"(lands at {mapped:.1f})")
         return [by_slice[q] for q in sorted(by_slice)]
 
     # -- per slice
