@@ -142,6 +142,10 @@ class _RegistrationRun:
         self.encodings = _Encodings(job, sink)
         self.grid_threshold = job.config.synergy.mask_threshold
         self.valid = job.q_geometry.valid()
+        #: encodings the fusion hook made, for the slice's record to reuse
+        self._pending: Dict[int, Tuple[EncodedSlice, float]] = {}
+        #: legs whose direction is closed
+        self._closed: set = set()
 
     # -- the support's side
     def _prototype(self, encoded: EncodedSlice, mask_roi: np.ndarray) -> np.ndarray:
@@ -246,8 +250,6 @@ class _RegistrationRun:
     def run(self) -> None:
         job, cfg, sink = self.job, self.cfg, self.sink
         starts = {st.index: st for st in self.starts()}
-        self._pending: Dict[int, Tuple[EncodedSlice, float]] = {}
-        self._closed: set = set()
         fused: Dict[int, Dict[str, float]] = {}
         first, last = min(job.wanted), max(job.wanted)
         legs = [leg for leg in core.plan_legs(list(starts), first, last, cfg.meeting) if _needed(leg, job.wanted)]
