@@ -44,6 +44,7 @@ from SynPoLib.backends import LABELS as BACKEND_LABELS  # noqa: E402  (numpy onl
 BACKENDS = {label: name for name, label in BACKEND_LABELS.items()}
 #: GUI label -> SynPoLib.config.Mode value (how the slices are segmented)
 MODES = {
+    "Registration (measured best)": "registration",
     "Slice by slice (the paper's)": "slices",
     "Propagate from the previous slice": "propagate",
     "Video (SAM2 models only)": "video",
@@ -121,7 +122,7 @@ class SynPoParameterNode:
     lastSlice: Annotated[int, Minimum(0), Default(0)]
     backend: Annotated[str, Choice(list(BACKENDS)), Default(BACKEND_LABELS["lite"])]
     device: Annotated[str, Choice(DEVICES), Default("auto")]
-    mode: Annotated[str, Choice(list(MODES)), Default("Slice by slice (the paper's)")]
+    mode: Annotated[str, Choice(list(MODES)), Default("Registration (measured best)")]
     #: stop past the structure's end (SynPoLib.volume.qc) instead of painting every slice
     autoStop: Annotated[bool, Default(True)]
     useDisplayWindow: Annotated[bool, Default(True)]
@@ -852,13 +853,14 @@ class SynPoLogic(ScriptedLoadableModuleLogic):
     def segment(self, supportVolume, segmentationNode, segmentId, *, axis=None, supportSlices=None,
                 queryVolume=None, output="support", backend="lite", device="auto", sliceRange="whole",
                 margin=20, first=0, last=-1, useDisplayWindow=True, batchSize=1, overrides="", name=None,
-                color=None, mode="slices", autoStop=True, wait=True):
+                color=None, mode="registration", autoStop=True, wait=True):
         """Segment from nodes. ``output``: "support" (new segment in ``segmentationNode``), "new"
         (new segmentation node) or a segmentation node. ``axis`` None: the axis on which the
         segment covers the fewest slices (one, for a single labelled slice). With ``wait`` the call
         returns when done (the GUI keeps updating) and raises if the run failed or was cancelled;
         without, it returns the started run: poll it (``run.poll()``) from the main thread.
-        ``mode``: "slices", "propagate", or (SAM2 backends) "video" / "hybrid"; ``autoStop``
+        ``mode``: "registration" (measured best), "slices" (the paper's), "propagate", or (SAM2
+        backends) "video" / "hybrid"; ``autoStop``
         stops past the structure's end instead of painting every slice."""
         from SynPoLib import scene
 

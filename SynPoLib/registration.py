@@ -502,25 +502,61 @@ def prototype_cosine(prototype: np.ndarray, features: np.ndarray, mask_roi: np.n
 # ------------------------------------------------------------- another volume
 
 
-def register_affine(fixed, moving, cfg: AffineConfig = AffineConfig(),
-                    abort: Optional[Callable[[], bool]] = None):
-    """The affine transform (SimpleITK, fixed -> moving physical points) that best aligns
-    ``moving`` (the support :class:`SynPoLib.io.Volume`) with ``fixed`` (the query):
-    moments initialisation, Mattes MI, regular-step gradient descent, a pyramid.
-
-    ``abort()`` is asked at every optimiser iteration; True stops the registration
-    there and the function returns None (the caller reports the cancel)."""
+def _mattes(cfg: AffineConfig):
     import SimpleITK as sitk
 
-    f_img = sitk.Cast(fixed.to_image(), sitk.sitkFloat32)
-    m_img = sitk.Cast(moving.to_image(), sitk.sitkFloat32)
-    initial = sitk.CenteredTransformInitializer(f_img, m_img, sitk.AffineTransform(3),
-                                                sitk.CenteredTransformInitializerFilter.MOMENTS)
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=int(cfg.bins))
     method.SetMetricSamplingStrategy(method.RANDOM)
     method.SetMetricSamplingPercentage(float(cfg.sampling), int(cfg.seed))
     method.SetInterpolator(sitk.sitkLinear)
+    return method
+
+
+def affine_start(f_img, m_img, cfg: AffineConfig = AffineConfig()):
+    """(transform, name): where the affine optimisation starts.
+
+    Two starts, the one with the better Mattes mutual information kept: the volumes as
+    they are placed ("physical": two scans of one scanner session, or two images in one
+    template space, start aligned) and their centres of mass superposed ("moments":
+    volumes placed anywhere). A start under which the volumes do not overlap is skipped.
+    """
+    import SimpleITK as sitk
+
+    moments = sitk.CenteredTransformInitializer(f_img, m_img, sitk.AffineTransform(3),
+                                                sitk.CenteredTransformInitializerFilter.MOMENTS)
+    physical = sitk.AffineTransform(3)
+    physical.SetCenter(f_img.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2.0 for n in f_img.GetSize()]))
+    scores = {}
+    for name, transform in (("physical", physical), ("moments", moments)):
+        evaluator = _mattes(cfg)
+        evaluator.SetInitialTransform(transform, inPlace=False)
+        try:
+            scores[name] = float(evaluator.MetricEvaluate(f_img, m_img))
+        except RuntimeError:  # no overlap: too many samples fall outside
+            continue
+    if not scores:
+        return moments, "moments"
+    best = min(scores, key=scores.get)  # Mattes MI is negated: lower is better
+    return (physical if best == "physical" else moments), best
+
+
+def register_affine(fixed, moving, cfg: AffineConfig = AffineConfig(),
+                    abort: Optional[Callable[[], bool]] = None, report: Optional[dict] = None):
+    """The affine transform (SimpleITK, fixed -> moving physical points) that best aligns
+    ``moving`` (the support :class:`SynPoLib.io.Volume`) with ``fixed`` (the query):
+    the better of two starts (:func:`affine_start`), Mattes MI, regular-step gradient
+    descent, a pyramid.
+
+    ``abort()`` is asked at every optimiser iteration; True stops the registration
+    there and the function returns None (the caller reports the cancel). ``report``,
+    a dict, receives the start's name ("start") and the final metric ("metric")."""
+    import SimpleITK as sitk
+
+    f_img = sitk.Cast(fixed.to_image(), sitk.sitkFloat32)
+    m_img = sitk.Cast(moving.to_image(), sitk.sitkFloat32)
+    initial, start = affine_start(f_img, m_img, cfg)
+    method = _mattes(cfg)
     method.SetOptimizerAsRegularStepGradientDescent(learningRate=cfg.learning_rate, minStep=cfg.min_step,
                                                     numberOfIterations=int(cfg.iterations))
     method.SetOptimizerScalesFromPhysicalShift()
@@ -541,6 +577,8 @@ def register_affine(fixed, moving, cfg: AffineConfig = AffineConfig(),
         raise
     if abort is not None and abort():
         return None
+    if report is not None:
+        report.update(start=start, metric=float(method.GetMetricValue()))
     return initial
 
 
@@ -638,7 +676,7 @@ def choose_start_slice(scores: Mapping[int, float], mapped: float) -> int:
 
 __all__ = [
     "AffineConfig", "ChainStep", "HeldSoft", "KeyedPriorHook", "Leg", "MeetingRule", "PriorHook", "REFINEMENT",
-    "REGISTRATION", "RegistrationConfig", "SliceField", "affine_matrix", "blend_soft", "blend_weight",
+    "REGISTRATION", "RegistrationConfig", "SliceField", "affine_matrix", "affine_start", "blend_soft", "blend_weight",
     "choose_start_slice", "crop_box", "ellipse", "fuse_prior", "map_support_mask", "map_support_slice",
     "mapped_slice", "mm_to_pixels", "normalise_slice", "plan_legs", "propagate_chain", "propagate_chain_many",
     "propagate_supports", "propagate_supports_many", "prototype_cosine", "refine_mask", "register_affine",

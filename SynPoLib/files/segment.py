@@ -62,6 +62,8 @@ class SegmentRequest:
     window: Optional[Sequence[float]] = None
     config: Optional[str] = None
     set: Sequence[str] = ()
+    #: None: the backend's preset (SynPoLib.presets)
+    preset: Optional[str] = None
     mode: Optional[str] = None
     no_auto_stop: bool = False
     largest_component: bool = False
@@ -106,6 +108,11 @@ class SegmentOutcome:
     dices: Dict[str, float] = dataclasses.field(default_factory=dict)
     structure_flags: Dict[str, Dict[int, str]] = dataclasses.field(default_factory=dict)
 
+    @property
+    def mode(self) -> str:
+        """The mode that ran (SynPoLib.config.Mode value)."""
+        return self.config.propagation.mode.value
+
     def report_lines(self) -> List[str]:
         """What the run did, for a person: counts, time, auto-stop, flagged slices, Dice."""
         if self.structures is not None:
@@ -115,8 +122,8 @@ class SegmentOutcome:
         segmented = [rec for rec in queried if np.isfinite(rec.score)]
         painted = [rec for rec in queried if rec.pixels > 0]
         lines = [f"segmented {len(segmented)} of {len(queried)} query slices along axis {r.axis} in "
-                 f"{self.seconds:.1f} s ({self.seconds / max(len(segmented), 1):.2f} s/slice) with {self.backend}; "
-                 f"{len(painted)} painted"]
+                 f"{self.seconds:.1f} s ({self.seconds / max(len(segmented), 1):.2f} s/slice) with {self.backend}, "
+                 f"{self.mode} mode; {len(painted)} painted"]
         lines.extend(self.result.notes)
         stopped = [rec.index for rec in queried if "auto-stop" in " ".join(rec.notes)]
         if stopped:
@@ -209,12 +216,14 @@ def segment_files(request: SegmentRequest, progress: Optional[Callable] = None,
         return _segment_structures(r, checked, loaded, backend, query, support_vol, slices, batch_size, same,
                                    progress, on_written)
     support = Support(volume=support_vol.array, mask=loaded.mask, slices=list(checked.support_slices), axis=r.axis,
-                      spacing=support_vol.spacing, window=loaded.support_window)
+                      spacing=support_vol.spacing, window=loaded.support_window, origin=support_vol.origin,
+                      direction=support_vol.direction)
     started = time.perf_counter()
     try:
         result = segment_volume(backend, query.array, support, config=cfg, slices=slices,
                                 query_spacing=query.spacing, query_window=loaded.query_window, same_volume=same,
-                                batch_size=batch_size, progress=progress)
+                                batch_size=batch_size, progress=progress, query_origin=query.origin,
+                                query_direction=query.direction)
     except DeviceMemoryError as exc:
         raise InputError(str(exc)) from None
     elapsed = time.perf_counter() - started
@@ -249,7 +258,8 @@ def _segment_structures(r: SegmentRequest, checked, loaded, backend, query, supp
     for label, structure in masks.items():
         drawn = [s for s in checked.support_slices if np.take(structure, s, axis=r.axis).any()]
         supports[label] = Support(volume=support_vol.array, mask=structure, slices=drawn, axis=r.axis,
-                                  spacing=support_vol.spacing, window=loaded.support_window)
+                                  spacing=support_vol.spacing, window=loaded.support_window,
+                                  origin=support_vol.origin, direction=support_vol.direction)
     started = time.perf_counter()
     try:
         if r.corrected:
@@ -257,12 +267,14 @@ def _segment_structures(r: SegmentRequest, checked, loaded, backend, query, supp
                                       corrected=loaded.corrected[label or 0], earlier=loaded.earlier[label or 0],
                                       label=label or 1, slices=slices, same_volume=same) for label in masks]
             result = rerun(backend, query.array, corrections, config=cfg, query_spacing=query.spacing,
-                           query_window=loaded.query_window, batch_size=batch_size, progress=progress)
+                           query_window=loaded.query_window, batch_size=batch_size, progress=progress,
+                           query_origin=query.origin, query_direction=query.direction)
         else:
             structures = [Structure(names[label], supports[label], label, same_volume=same) for label in masks]
             result = segment_structures(backend, query.array, structures, config=cfg, slices=slices,
                                         query_spacing=query.spacing, query_window=loaded.query_window,
-                                        batch_size=batch_size, progress=progress)
+                                        batch_size=batch_size, progress=progress, query_origin=query.origin,
+                                        query_direction=query.direction)
     except DeviceMemoryError as exc:
         raise InputError(str(exc)) from None
     elapsed = time.perf_counter() - started
@@ -354,7 +366,7 @@ def _write_outputs(r: SegmentRequest, query, result, reference, name, color, cfg
     from ..volume.qc import review_flags, save_confidence_plot
 
     seg = segmentation_dict(result.mask, query, name=name, color=color or DEFAULT_COLOR)
-    flags = review_flags(result.records, cfg.quality)
+    flags = review_flags(result.records, cfg.mode_quality())
     fields = [field for field in OUTPUT_FLAGS if getattr(r, field)]
     done = (lambda: on_written(r.outputs)) if on_written is not None else None
     with staged_outputs([getattr(r, field) for field in fields], on_commit=done) as temps:
@@ -374,7 +386,7 @@ def _write_outputs(r: SegmentRequest, query, result, reference, name, color, cfg
                          title=f"{name}: green = SynPo, dashed yellow = reference, + / x = prompts",
                          orientation=display_orientation(query.direction, r.axis))
         if r.confidence_png:
-            save_confidence_plot(tmp["confidence_png"], result.records, cfg.quality,
+            save_confidence_plot(tmp["confidence_png"], result.records, cfg.mode_quality(),
                                  title=f"{name}: per-slice confidence")
         if r.records:
             tmp["records"].write_text(json.dumps({

@@ -33,7 +33,7 @@ from ..errors import InputError
 from ..io import ImageInfo, Volume, inspect_image, same_geometry
 from ..paths import check_distinct, check_output_file
 from ..preprocess import window_bounds
-from ..presets import build_config
+from ..presets import PRESETS, build_config
 from .inputs import SAM2_BACKENDS, parse_range
 
 #: request field -> its command-line flag, inputs first
@@ -242,7 +242,10 @@ def check_config(r) -> SynPoConfig:
         extra["quality.auto_stop"] = ("--no-auto-stop", False)
     if r.largest_component:
         extra["quality.largest_component"] = ("--largest-component", True)
-    cfg = build_config(PRESET_OF[r.backend], r.config, list(r.set or ()), extra)
+    name = getattr(r, "preset", None)
+    if name is not None and name not in PRESETS:
+        raise InputError(f"--preset {name!r} is unknown; choose from {', '.join(sorted(PRESETS))}")
+    cfg = build_config(name or PRESET_OF[r.backend], r.config, list(r.set or ()), extra)
     mode = cfg.propagation.mode
     if mode in VIDEO_MODES and r.backend not in SAM2_BACKENDS:
         source = f"--mode {r.mode}" if r.mode else f"propagation.mode={mode.value} (--config/--set)"

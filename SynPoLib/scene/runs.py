@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import Cancelled, InputError, MRMLInputError, RunInProgress
 from .nodes import (contrasting_color, display_window, ijk_to_world, node_name, same_node, segment_array,
                     segment_color, volume_array)
-from .slicing import Reorientation, labelled_slices, query_slices, spacing_kji
+from .slicing import Reorientation, labelled_slices, lps_placement, query_slices, spacing_kji
 from .writer import SegmentUpdater, SegmentWriter
 
 
@@ -64,6 +64,9 @@ class NodeInputs:
     #: every segment of the run (one for a one-segment run); ``support`` and ``slices``
     #: above are the first one's, ``slices`` the union of all
     segments: Tuple[SegmentInput, ...] = ()
+    #: the aligned query's physical placement (LPS origin, direction), as Support's
+    query_origin: Optional[Tuple[float, float, float]] = None
+    query_direction: Optional[Tuple[float, ...]] = None
 
     @property
     def axis(self) -> int:
@@ -169,12 +172,14 @@ class SegmentationRun:
             return segment_volume(
                 backend, inputs.query, inputs.support, config=self.config, slices=inputs.slices,
                 query_spacing=inputs.query_spacing, query_window=inputs.query_window,
-                same_volume=inputs.same_volume, batch_size=self.batch_size, progress=progress, cancel=cancel)
+                same_volume=inputs.same_volume, batch_size=self.batch_size, progress=progress, cancel=cancel,
+                query_origin=inputs.query_origin, query_direction=inputs.query_direction)
         structures = [Structure(seg.segment_id, seg.support, label=n + 1, slices=seg.slices,
                                 same_volume=inputs.same_volume) for n, seg in enumerate(inputs.segments)]
         return segment_structures(backend, inputs.query, structures, config=self.config,
                                   query_spacing=inputs.query_spacing, query_window=inputs.query_window,
-                                  batch_size=self.batch_size, progress=progress, cancel=cancel)
+                                  batch_size=self.batch_size, progress=progress, cancel=cancel,
+                                  query_origin=inputs.query_origin, query_direction=inputs.query_direction)
 
     def _work(self) -> None:
         try:
@@ -391,6 +396,8 @@ def read_inputs(support_volume, segmentation_node, segment_id: Union[str, Sequen
     query = turn.to_aligned(native)
     s_window = display_window(support_volume) if use_display_window else None
     q_window = s_window if same else (display_window(query_volume) if use_display_window else None)
+    s_origin, s_direction = lps_placement(s_matrix)
+    q_origin, q_direction = lps_placement(turn.aligned_matrix(q_matrix, native.shape))
     segments = []
     for sid in ids:
         mask = segment_array(segmentation_node, sid, support_volume)
@@ -422,7 +429,7 @@ def read_inputs(support_volume, segmentation_node, segment_id: Union[str, Sequen
                     f"segment '{segment_name}' is not drawn on slice {empty[0]} (axis {axis}); it is drawn on "
                     f"slices {shown}")
         support = Support(volume=support_vol, mask=mask, slices=chosen, axis=axis,
-                          spacing=spacing_kji(s_matrix), window=s_window)
+                          spacing=spacing_kji(s_matrix), window=s_window, origin=s_origin, direction=s_direction)
         slices = query_slices(slice_range, query.shape[axis], chosen, support_vol.shape[axis],
                               margin=margin, first=first, last=last)
         segments.append(SegmentInput(segment_id=sid, name=segment_name, color=segment_color(segmentation_node, sid),
@@ -431,7 +438,8 @@ def read_inputs(support_volume, segmentation_node, segment_id: Union[str, Sequen
     union = sorted(set().union(*(set(seg.slices) for seg in segments)))
     return NodeInputs(query=query, query_spacing=turn.aligned_spacing(spacing_kji(q_matrix)),
                       native_shape=tuple(native.shape), reorientation=turn, support=head.support, slices=union,
-                      same_volume=same, query_window=q_window, support_name=head.name, segments=tuple(segments))
+                      same_volume=same, query_window=q_window, support_name=head.name, segments=tuple(segments),
+                      query_origin=q_origin, query_direction=q_direction)
 
 
 def run_on_nodes(backend: Any, support_volume, segmentation_node, segment_id: Union[str, Sequence[str]], *,
@@ -502,7 +510,8 @@ class CorrectionRun(SegmentationRun):
         inputs = self.inputs
         return rerun(backend, inputs.query, self.corrections, config=self.config,
                      query_spacing=inputs.query_spacing, query_window=inputs.query_window,
-                     batch_size=self.batch_size, progress=progress, cancel=cancel)
+                     batch_size=self.batch_size, progress=progress, cancel=cancel,
+                     query_origin=inputs.query_origin, query_direction=inputs.query_direction)
 
 
 def _corrections(previous: SegmentationRun, current_native: Dict[str, np.ndarray]) -> List[Any]:

@@ -177,7 +177,8 @@ def rerun(backend: Backend, query: np.ndarray, corrections: Sequence[Correction]
           config: Optional[SynPoConfig] = None, query_spacing: Optional[Sequence[float]] = None,
           query_window: Optional[Tuple[float, float]] = None, batch_size: int = 1,
           progress: ProgressCallback = None, cancel: CancelCheck = None,
-          options: StructuresConfig = StructuresConfig()) -> CorrectedResult:
+          options: StructuresConfig = StructuresConfig(), query_origin: Optional[Sequence[float]] = None,
+          query_direction: Optional[Sequence[float]] = None) -> CorrectedResult:
     """Run again after corrections (see the module's doc); every structure in one run.
 
     The inputs (``current`` masks included) are never written to. Progress counts the
@@ -233,7 +234,7 @@ def rerun(backend: Backend, query: np.ndarray, corrections: Sequence[Correction]
             if from_corrected:
                 support = Support(volume=query, mask=np.asarray(c.current) > 0,
                                   slices=sorted(set(from_corrected.values())), axis=axis, spacing=query_spacing,
-                                  window=query_window)
+                                  window=query_window, origin=query_origin, direction=query_direction)
                 parts.append(Structure(c.name, support, c.label, slices=sorted(from_corrected),
                                        assignment=from_corrected, same_volume=True))
     if query_window is None:
@@ -249,7 +250,8 @@ def rerun(backend: Backend, query: np.ndarray, corrections: Sequence[Correction]
     if parts:
         run = run_structures(backend, query, parts, config=config, query_spacing=query_spacing,
                              query_window=query_window, batch_size=batch_size, progress=progress,
-                             cancel=cancel, options=options)
+                             cancel=cancel, options=options, query_origin=query_origin,
+                             query_direction=query_direction)
         fresh = run.results
     else:
         run, fresh = None, {}

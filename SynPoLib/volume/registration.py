@@ -211,18 +211,19 @@ class _RegistrationRun:
         if key not in self._transforms:
             job = st.job
             query, support = job.query_volume(), job.support_volume()
+            report: dict = {}
             transform = core.register_affine(query, support, job.config.affine,
-                                             abort=lambda: should_stop(st.sink.cancel))
+                                             abort=lambda: should_stop(st.sink.cancel), report=report)
             st.sink.check_cancel()
             if transform is None:  # pragma: no cover - aborted without a cancel request
                 raise RuntimeError("the 3-D affine registration was aborted")
-            self._transforms[key] = transform
+            self._transforms[key] = (transform, report)
         return self._transforms[key]
 
     def _mapped_starts(self, st: _Structure) -> List[Start]:
         job, affine = st.job, st.job.config.affine
         query, support = job.query_volume(), job.support_volume()
-        transform = self._transform(st)
+        transform, report = self._transform(st)
         n_query = job.query.shape[self.axis]
         slice_mm = float(job.query_spacing[self.axis]) if job.query_spacing is not None else 1.0
         by_slice: Dict[int, Start] = {}
@@ -257,7 +258,8 @@ class _RegistrationRun:
                 continue  # two supports landing on one query slice: the first one starts there
             by_slice[q0] = Start(index=q0, support=s, soft=soft.astype(np.float32), prototype=prototype,
                                  segment=True, note=f"chain start: support slice {s} mapped by a 3-D affine "
-                                                    f"registration (lands at {mapped:.1f})")
+                                                    f"registration from the {report.get('start')} start "
+                                                    f"(lands at {mapped:.1f})")
         return [by_slice[q] for q in sorted(by_slice)]
 
     # -- per slice

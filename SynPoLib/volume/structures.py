@@ -247,7 +247,9 @@ def run_structures(backend: Backend, query: np.ndarray, structures: Sequence[Str
                    query_spacing: Optional[Sequence[float]] = None,
                    query_window: Optional[Tuple[float, float]] = None, batch_size: int = 1,
                    progress: ProgressCallback = None, cancel: CancelCheck = None,
-                   options: StructuresConfig = StructuresConfig()) -> StructuresRun:
+                   options: StructuresConfig = StructuresConfig(),
+                   query_origin: Optional[Sequence[float]] = None,
+                   query_direction: Optional[Sequence[float]] = None) -> StructuresRun:
     """Segment every structure, sharing encoder passes; overlaps are left as they come.
 
     :func:`segment_structures` is this plus :func:`resolve_overlaps`.
@@ -271,7 +273,8 @@ def run_structures(backend: Backend, query: np.ndarray, structures: Sequence[Str
     for s in structures:
         job = Job.build(backend, query, s.support, config, slices=s.slices if s.slices is not None else slices,
                         query_spacing=query_spacing, query_window=query_window, assignment=s.assignment,
-                        same_volume=s.same_volume, batch_size=batch_size)
+                        same_volume=s.same_volume, batch_size=batch_size, query_origin=query_origin,
+                        query_direction=query_direction)
         jobs.append(job)
     counter = _Progress(progress, sum(len(j.wanted) for j in jobs))
     tracks = [Track(job, ResultSink(job, counter.track(s.name), cancel, keep_evidence=len(structures) > 1), s.name)
@@ -481,17 +484,19 @@ def segment_structures(backend: Backend, query: np.ndarray, structures: Sequence
                        query_spacing: Optional[Sequence[float]] = None,
                        query_window: Optional[Tuple[float, float]] = None, batch_size: int = 1,
                        progress: ProgressCallback = None, cancel: CancelCheck = None,
-                       options: StructuresConfig = StructuresConfig()) -> StructuresResult:
+                       options: StructuresConfig = StructuresConfig(),
+                       query_origin: Optional[Sequence[float]] = None,
+                       query_direction: Optional[Sequence[float]] = None) -> StructuresResult:
     """Segment several structures of ``query`` in one run (see the module's doc).
 
-    Arguments as :func:`SynPoLib.volume.segment_volume`'s, per run; each
+    Arguments as :func:`SynPoLib.volume.segment_volume`'s (the query's placement too), per run; each
     :class:`Structure` may narrow its slices and assignment. ``progress`` counts every
     structure's slices together; each event names its structure. A cancelled run raises
     :class:`~SynPoLib.errors.Cancelled`.
     """
     run = run_structures(backend, query, structures, config=config, slices=slices, query_spacing=query_spacing,
                          query_window=query_window, batch_size=batch_size, progress=progress, cancel=cancel,
-                         options=options)
+                         options=options, query_origin=query_origin, query_direction=query_direction)
     return finish(run, options.rule(run.mode))
 
 
