@@ -294,8 +294,8 @@ class QualityConfig:
             raise ValueError("stop_after must be >= 1")
         if self.min_pixels < 0:
             raise ValueError("min_pixels must be >= 0")
-        if not 0.0 < self.stop_threshold <= 1.0:
-            raise ValueError("stop_threshold must lie in (0, 1]")
+        if not self.stop_threshold > 0.0:  # a fraction of the support's confidence; a slice may beat it
+            raise ValueError("stop_threshold must be > 0")
         if self.area_jump <= 1.0:
             raise ValueError("area_jump must be > 1")
 

@@ -159,7 +159,7 @@ CONFIGS: Dict[str, object] = {
     "cfg_section_value.json": json.dumps({"points": 2}),
     "cfg_binary.json": b"\xff\xfe\x00\x81 not text",
     "cfg_video.json": json.dumps({"propagation": {"mode": "video"}}),
-    "cfg_range.json": json.dumps({"quality": {"stop_threshold": 3}}),
+    "cfg_range.json": json.dumps({"quality": {"stop_threshold": -0.5}}),
     "cfg_deltas.json": json.dumps({"synergy": {"delta_sd": 0.5, "delta_s": 0.25, "delta_d": 0.25}}),
 }
 
@@ -269,7 +269,7 @@ CLI_CASES = [
     cli("config-string-for-int", "silent", "--config @cfg_string_int.json",
         r"--config .*: points\.n_negative expects a whole number, got '3'"),
     cli("config-nan", "silent", "--config @cfg_nan.json", r"points\.alpha expects a finite number, got nan"),
-    cli("config-out-of-range", "silent", "--config @cfg_range.json", r"--config .*: quality: stop_threshold must lie"),
+    cli("config-out-of-range", "silent", "--config @cfg_range.json", r"--config .*: quality: stop_threshold must be > 0"),
     cli("set-float-for-int", "silent", "--set points.n_negative=2.5",
         r"--set points\.n_negative=2\.5: points\.n_negative expects a whole number, got 2\.5"),
     cli("set-number-for-bool", "silent", "--set prompt.multimask=1", r"prompt\.multimask expects true or false"),
@@ -396,10 +396,11 @@ def _weights_case(ws: Workspace, monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("case", CLI_CASES, ids=[c.id for c in CLI_CASES])
-def test_cli_refuses(case, tmp_path, capsys, monkeypatch):
+def test_cli_refuses(case, tmp_path, capsys, monkeypatch, lite_backend):
     from SynPoLib.cli import main
 
     ws = Workspace(tmp_path)
+    calls = dict(lite_backend.encoder_calls.counts)  # the run in process shares this model
     if case.id.startswith("weights-"):
         _weights_case(ws, monkeypatch)
     argv = _tokens(case, ws)
@@ -422,6 +423,7 @@ def test_cli_refuses(case, tmp_path, capsys, monkeypatch):
     assert line is not None, text
     assert re.search(case.message, line), line
     assert ws.snapshot() == before, "a refused run changed the case's folder"
+    assert lite_backend.encoder_calls.counts == calls, "refused after the model had started working"
 
 
 # ----------------------------------------------------------------------------- the Python API

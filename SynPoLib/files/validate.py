@@ -245,7 +245,8 @@ def check_config(r) -> SynPoConfig:
     name = getattr(r, "preset", None)
     if name is not None and name not in PRESETS:
         raise InputError(f"--preset {name!r} is unknown; choose from {', '.join(sorted(PRESETS))}")
-    cfg = build_config(name or PRESET_OF[r.backend], r.config, list(r.set or ()), extra)
+    assignments = [r.set] if isinstance(r.set, str) else list(r.set or ())  # one line given as a string
+    cfg = build_config(name or PRESET_OF[r.backend], r.config, assignments, extra)
     mode = cfg.propagation.mode
     if mode in VIDEO_MODES and r.backend not in SAM2_BACKENDS:
         source = f"--mode {r.mode}" if r.mode else f"propagation.mode={mode.value} (--config/--set)"
