@@ -207,10 +207,12 @@ class SegmentUpdater(SegmentWriter):
 
     Every write goes through Slicer's own ``SetBinaryLabelmapToSegment`` (replace), as
     the Segment Editor writes: the segment keeps its labelmap layer, its label value and
-    its neighbours in a shared layer, so taking the result back (the voxels of
-    :meth:`begin`, written the same way) leaves the segmentation exactly as it was.
-    Replacing rewrites the whole segment, so streamed slices are collected and written
-    once per :meth:`notify` (a run notifies once per poll).
+    its neighbours in a shared layer. Taking the result back puts a segment that had a
+    layer of its own back as that very layer (its extent, label value, voxels: a copy
+    kept at :meth:`begin`), and a segment sharing a layer back as its voxels of
+    :meth:`begin`, written the same way; a segment whose voxels never changed is never
+    written. Replacing rewrites the whole segment, so streamed slices are collected and
+    written once per :meth:`notify` (a run notifies once per poll).
     """
 
     def __init__(self, reference_volume, segmentation_node, segment_id: str, *,
@@ -224,6 +226,9 @@ class SegmentUpdater(SegmentWriter):
         self._before: Optional[np.ndarray] = None
         self._image = None
         self._dirty = False
+        self._written = False
+        self._saved = None
+        self._saved_label = 1
 
     @property
     def before(self) -> np.ndarray:
@@ -253,6 +258,11 @@ class SegmentUpdater(SegmentWriter):
         self._before = segment_array(node, self.segment_id, self.reference)
         if self.before_first_write is not None:
             self.before_first_write(node)
+        segment = segmentation.GetSegment(self.segment_id)
+        if not _shares_layer(segmentation, self.segment_id):  # its own layer: keep that layer
+            self._saved = slicer.vtkOrientedImageData()
+            self._saved.DeepCopy(segment.GetRepresentation(BINARY_LABELMAP))
+            self._saved_label = segment.GetLabelValue()
         local = np.linalg.inv(parent_to_world(node)) @ world
         self._image = oriented_image(self.shape, local, self._before)
         self._array = numpy_support.vtk_to_numpy(self._image.GetPointData().GetScalars()).reshape(self.shape)
@@ -272,6 +282,10 @@ class SegmentUpdater(SegmentWriter):
     def _put(self) -> None:
         import slicer
 
+        if not self._written and np.array_equal(self._array, self._before):
+            self._dirty = False  # nothing changed: the segment stays untouched
+            return
+        self._written = True
         logic = slicer.vtkSlicerSegmentationsModuleLogic
         self._image.Modified()
         if not logic.SetBinaryLabelmapToSegment(self._image, self.segmentation_node, self.segment_id,
@@ -333,13 +347,32 @@ class SegmentUpdater(SegmentWriter):
         self.state = "undone"
 
     def _restore(self) -> None:
+        import slicer
+
         node = self.segmentation_node
         if node is None or node.GetScene() is None or node.GetSegmentation().GetSegment(self.segment_id) is None:
             return
-        self._array[...] = self._before
-        self._put()
+        if not self._written:
+            return
+        segmentation = node.GetSegmentation()
+        if self._saved is not None and not _shares_layer(segmentation, self.segment_id):
+            segment = segmentation.GetSegment(self.segment_id)
+            segment.AddRepresentation(BINARY_LABELMAP, self._saved)
+            segment.SetLabelValue(self._saved_label)
+            segmentation.InvokeEvent(slicer.vtkSegmentation.SourceRepresentationModified, self.segment_id)
+        else:
+            self._array[...] = self._before
+            self._put()
+        self._written = False
         if self._shown_surface:
             self._update_shown_representations()
+
+
+def _shares_layer(segmentation, segment_id: str) -> bool:
+    """Whether another segment lives on the same labelmap layer (label values of one image)."""
+    layer = segmentation.GetLayerIndex(segment_id)
+    return any(segmentation.GetLayerIndex(other) == layer for other in segmentation.GetSegmentIDs()
+               if other != segment_id)
 
 
 __all__ = ["SegmentUpdater", "SegmentWriter"]

@@ -133,3 +133,28 @@ def test_a_cancelled_run_again_puts_the_users_corrections_back(lite_backend, fir
     status = again.wait(timeout=600)
     assert status.state == "cancelled"
     assert snapshot(scene) == before
+
+
+def test_updater_restores_a_segment_on_its_own_layer_or_a_shared_one_exactly():
+    """No model: a result segment on its own full-grid layer (as SynPo wrote it), and one the
+    Segment Editor moved into a shared layer; an unchanged segment is never written."""
+    scene, volume, seg, (organ_id, _), s, organ, other = two_structures()
+    writer = mrml.SegmentWriter(volume, seg, name="organ SynPo")
+    rid = writer.begin()
+    writer.write_volume(organ)
+    writer.commit()
+    for edit_first in (False, True):
+        if edit_first:
+            user_edits(seg, rid, organ)  # the Segment Editor rewrites it: shared layer, cropped extent
+        before = snapshot(scene)
+        updater = mrml.SegmentUpdater(volume, seg, rid)
+        updater.begin()
+        updater.write_volume(organ)  # the same voxels: nothing is written
+        assert snapshot(scene) == before
+        changed = organ.copy()
+        changed[s] = 0
+        updater.write_volume(changed)
+        assert not mrml.segment_array(seg, rid, volume)[s].any() and snapshot(scene) != before
+        updater.commit()
+        updater.undo()
+        assert snapshot(scene) == before
