@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Mapping, Optional, Sequence
@@ -86,11 +87,13 @@ def evaluate(cases: Sequence[Case], methods: Sequence[Method], backend: Backend,
         stats = run_cases(cases, methods, cached, subjects, store, progress=bar,
                           log=lambda message: bar.write(message, log))
         if correction_cases and correction_methods:
+            started = time.perf_counter()
             computed, skipped = run_correction_cases(correction_cases, correction_methods, cached, subjects, store,
                                                      correction_protocol, progress=bar,
                                                      log=lambda message: bar.write(message, log))
             stats.computed += computed
             stats.skipped += skipped
+            stats.seconds += time.perf_counter() - started
     finally:
         bar.close()
     results = collect(cases, methods, cached, store)
