@@ -44,6 +44,7 @@ from SynPoLib.backends import LABELS as BACKEND_LABELS  # noqa: E402  (numpy onl
 BACKENDS = {label: name for name, label in BACKEND_LABELS.items()}
 #: GUI label -> SynPoLib.config.Mode value (how the slices are segmented)
 MODES = {
+    "Registration (measured best)": "registration",
     "Slice by slice (the paper's)": "slices",
     "Propagate from the previous slice": "propagate",
     "Video (SAM2 models only)": "video",
@@ -112,6 +113,8 @@ class SynPoParameterNode:
     supportAxis: Annotated[int, WithinRange(0, 2), Default(0)]
     supportSlice: Annotated[int, Minimum(0), Default(0)]
     useAllLabelledSlices: Annotated[bool, Default(False)]
+    #: segment every structure drawn on the labelled slice(s), in one run (one result each)
+    allSegments: Annotated[bool, Default(False)]
     queryVolume: vtkMRMLScalarVolumeNode
     sliceRange: Annotated[str, Choice(list(SLICE_RANGES)), Default("Whole volume")]
     sliceMargin: Annotated[int, Minimum(0), Default(20)]
@@ -119,7 +122,7 @@ class SynPoParameterNode:
     lastSlice: Annotated[int, Minimum(0), Default(0)]
     backend: Annotated[str, Choice(list(BACKENDS)), Default(BACKEND_LABELS["lite"])]
     device: Annotated[str, Choice(DEVICES), Default("auto")]
-    mode: Annotated[str, Choice(list(MODES)), Default("Slice by slice (the paper's)")]
+    mode: Annotated[str, Choice(list(MODES)), Default("Registration (measured best)")]
     #: stop past the structure's end (SynPoLib.volume.qc) instead of painting every slice
     autoStop: Annotated[bool, Default(True)]
     useDisplayWindow: Annotated[bool, Default(True)]
@@ -176,6 +179,7 @@ class SynPoWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
         self.ui.undoButton.connect("clicked(bool)", self.onUndoButton)
+        self.ui.rerunButton.connect("clicked(bool)", self.onRerunButton)
 
         self.ui.configTableWidget.setHorizontalHeaderLabels(["Parameter", "Value"])
         self.ui.scoresTableWidget.setHorizontalHeaderLabels(["Slice", "Score", "Area", "Review"])
@@ -467,6 +471,10 @@ class SynPoWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.showResult(run)
             notes = "".join(f"; {note}" for note in getattr(run.result, "notes", ()) or ())  # e.g. NaN voxels
             self.ui.statusLabel.text = f"done: {status.total} slices in {status.elapsed:.0f} s{notes}"
+            if status.corrected:
+                changed = sorted({i for slices in status.changed.values() for i in slices})
+                self.ui.statusLabel.text = (f"done again: {status.total} slice(s) recomputed, the correction "
+                                            f"changed {len(changed)} (marked in the review list)")
         elif status.state == "cancelled":
             self.ui.statusLabel.text = "cancelled: nothing was changed"
         elif status.state == "failed":
@@ -481,24 +489,23 @@ class SynPoWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             leftText = f", about {int(left) // 60}:{int(left) % 60:02d} left" if left == left else ""
             self.ui.statusLabel.text = (f"{status.done} / {status.total} slices{leftText}"
                                         + (f" ({status.stage})" if status.stage and not status.done else ""))
-        self._fillScores(status.records, refresh)
+        self._fillScores(status.records, refresh, status)
 
-    def _fillScores(self, records, refresh=False):
-        from SynPoLib.volume.qc import review_flags
-
+    def _fillScores(self, records, refresh=False, status=None):
+        """The review list (SynPoLib.scene.review_rows): every slice of every result segment;
+        after a run again, which slices the correction changed and which you corrected."""
         table = self.ui.scoresTableWidget
-        if table.rowCount == len(records) and not refresh:
+        if status is None and self._run is not None:
+            status = self._run.status()
+        rows = self.logic.reviewRows(self._run, status) if status is not None else []
+        if table.rowCount == len(rows) and not refresh:
             return
-        config = getattr(self._run, "config", None)
-        flags = review_flags(records, config.quality) if config is not None else review_flags(records)
-        ordered = sorted(records, key=lambda r: r.index)
-        table.setRowCount(len(ordered))
-        for row, r in enumerate(ordered):
-            score = "support" if r.support_index < 0 else (f"{r.score:.3f}" if r.score == r.score else "")
-            for column, text in enumerate((str(r.index), score, str(r.pixels), flags.get(r.index, ""))):
+        table.setRowCount(len(rows))
+        for row, r in enumerate(rows):
+            for column, text in enumerate((str(r.index), r.score, str(r.pixels), r.flag)):
                 item = qt.QTableWidgetItem(text)
                 item.setFlags(qt.Qt.ItemIsEnabled | qt.Qt.ItemIsSelectable)
-                if r.index in flags:
+                if r.flag:
                     item.setBackground(qt.QBrush(qt.QColor(255, 230, 160)))
                 table.setItem(row, column, item)
         self._updateReviewButtons()
@@ -548,9 +555,22 @@ class SynPoWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = "the last result was removed"
             self.ui.undoButton.enabled = False
 
+    def onRerunButton(self):
+        with slicer.util.tryWithErrorDisplay("SynPo could not run again.", waitCursor=True):
+            if self._run is None or self._run.state != "finished":
+                raise RuntimeError("run again needs a finished result: correct its slices in the Segment Editor first")
+            self._run = self.logic.rerunWithCorrections(self._run, beforeFirstWrite=self.logic.saveStateForUndo)
+            self.ui.scoresTableWidget.setRowCount(0)
+            self._updateReviewButtons()
+            self.ui.progressBar.value = 0
+            self.ui.statusLabel.text = "running again with your corrections"
+            self._setRunning(True)
+            self._timer.start()
+
     def _setRunning(self, running):
         self.ui.cancelButton.enabled = running
         self.ui.undoButton.enabled = (not running and self._run is not None and self._run.state == "finished")
+        self.ui.rerunButton.enabled = self.ui.undoButton.enabled
         for widget in (self.ui.inputsCollapsibleButton, self.ui.modelCollapsibleButton,
                        self.ui.advancedCollapsibleButton, self.ui.outputCollapsibleButton):
             widget.enabled = not running
@@ -833,13 +853,14 @@ class SynPoLogic(ScriptedLoadableModuleLogic):
     def segment(self, supportVolume, segmentationNode, segmentId, *, axis=None, supportSlices=None,
                 queryVolume=None, output="support", backend="lite", device="auto", sliceRange="whole",
                 margin=20, first=0, last=-1, useDisplayWindow=True, batchSize=1, overrides="", name=None,
-                color=None, mode="slices", autoStop=True, wait=True):
+                color=None, mode="registration", autoStop=True, wait=True):
         """Segment from nodes. ``output``: "support" (new segment in ``segmentationNode``), "new"
         (new segmentation node) or a segmentation node. ``axis`` None: the axis on which the
         segment covers the fewest slices (one, for a single labelled slice). With ``wait`` the call
         returns when done (the GUI keeps updating) and raises if the run failed or was cancelled;
         without, it returns the started run: poll it (``run.poll()``) from the main thread.
-        ``mode``: "slices", "propagate", or (SAM2 backends) "video" / "hybrid"; ``autoStop``
+        ``mode``: "registration" (measured best), "slices" (the paper's), "propagate", or (SAM2
+        backends) "video" / "hybrid"; ``autoStop``
         stops past the structure's end instead of painting every slice."""
         from SynPoLib import scene
 
@@ -880,8 +901,9 @@ class SynPoLogic(ScriptedLoadableModuleLogic):
             axis, supportSlices = p.supportAxis, None if p.useAllLabelledSlices else [p.supportSlice]
         else:  # every slice the segment is drawn on, along the axis it is drawn across
             axis, supportSlices = self.supportSlicesFromSegment(support, p.supportSegmentation, p.supportSegmentID)
+        segments = self.structureSegments(p, axis, supportSlices)
         run = scene.run_on_nodes(
-            self.backendFactory(backend, p.device), support, p.supportSegmentation, p.supportSegmentID,
+            self.backendFactory(backend, p.device), support, p.supportSegmentation, segments,
             axis=axis, support_slices=supportSlices,
             query_volume=query, output_segmentation=target, name=p.outputName.strip() or None,
             config=self.configFor(backend, p.configOverrides, MODES[p.mode], p.autoStop),
@@ -928,9 +950,44 @@ class SynPoLogic(ScriptedLoadableModuleLogic):
         slicer.vtkMRMLSliceNode.JumpAllSlices(slicer.mrmlScene, float(ras[0]), float(ras[1]), float(ras[2]))
 
     @staticmethod
+    def structureSegments(p, axis, supportSlices):
+        """The chosen segment, or (allSegments) every segment drawn on the labelled slice(s)."""
+        from SynPoLib import scene
+
+        if not p.allSegments:
+            return p.supportSegmentID
+        if supportSlices is None:  # every labelled slice of the chosen segment
+            mask = scene.segment_array(p.supportSegmentation, p.supportSegmentID, p.supportVolume)
+            supportSlices = scene.labelled_slices(mask, axis)
+        ids = scene.segments_drawn_on(p.supportVolume, p.supportSegmentation, axis, supportSlices)
+        return ids or p.supportSegmentID
+
+    def rerunWithCorrections(self, run, beforeFirstWrite=None):
+        """Run again after the user corrected slices of ``run``'s result segments (one undo step)."""
+        from SynPoLib import scene
+
+        return scene.rerun_on_nodes(run.backend, run, before_first_write=beforeFirstWrite).start()
+
+    @staticmethod
+    def reviewRows(run, status):
+        """The review list's rows (SynPoLib.scene.review_rows), named after the result segments."""
+        from SynPoLib import scene
+
+        config = getattr(run, "config", None)
+        quality = config.mode_quality() if config is not None else None
+        names = {}
+        for key, writer in getattr(run, "writers", {}).items():
+            node = writer.segmentation_node
+            segment = node.GetSegmentation().GetSegment(writer.segment_id) if node is not None and \
+                writer.segment_id else None
+            names[key] = segment.GetName() if segment is not None else key
+        return scene.review_rows(status, quality, names)
+
+    @staticmethod
     def undo(run):
-        """Remove a finished run's result: its segment, or the node it created (nothing else)."""
-        run.writer.undo()
+        """Take a finished run's result back in one step: its segments (or the node it created),
+        or, for a run again after corrections, the segments as you had corrected them."""
+        run.undo()
 
     # -- cohorts: SynPoLib.files.run_batch (the same as `synpo batch`)
     def batch(self, manifest, outputFolder, shared=None, engine="local", workers=None, address=None,

@@ -41,6 +41,9 @@ _EXPORTS = {
     "Cancelled": "errors", "InputError": "errors", "SynPoError": "errors",
     "ProgressEvent": "volume", "SliceRecord": "volume", "Support": "volume",
     "VolumeResult": "volume", "assign_supports": "volume", "segment_volume": "volume",
+    "ConflictRule": "volume", "Structure": "volume", "StructuresConfig": "volume", "StructuresResult": "volume",
+    "segment_structures": "volume", "structures_from_labelmap": "volume",
+    "Correction": "volume.corrections", "plan_correction": "volume.corrections", "rerun": "volume.corrections",
     "AugmentConfig": "volume.augment", "VideoConfig": "volume.video", "segment_volume_video": "volume.video",
 }
 

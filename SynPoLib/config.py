@@ -222,6 +222,12 @@ class PromptConfig:
     strategy: PromptStrategy = PromptStrategy.POINTS  # [P]; the lite preset uses a box
     #: ask the decoder for its 3 masks and choose one                                [P]
     multimask: bool = True
+    #: when the prompt holds more points than the decoder's multimask tokens were
+    #: trained for (``Backend.multimask_max_points``; sam2 1.1.0's
+    #: ``multimask_max_pt_num`` is 1, and sam2 advises one mask for several points),
+    #: also decode one mask from the same embedding: the prototype score chooses
+    #: among the 3 + 1 (docs/gpu-and-weights.md, "Decoding")                      [G]
+    single_mask_too: bool = True
     mask_choice: MaskChoice = MaskChoice.PROTOTYPE  # [A]
     #: a box's region: pixels of the synergy map at or above this quantile of the
     #: map, connected to the positive points                                         [G]
@@ -306,6 +312,11 @@ class Mode(str, enum.Enum):
     VIDEO = "video"
     #: SAM2's video predictor plus SynPo's points on every frame (SynPoLib.video)
     HYBRID = "hybrid"
+    #: the support's mask carried slice by slice by deformable 2-D registration
+    #: (SimpleITK Demons) and refined by a random walker (scikit-image); SynPo's
+    #: prototype similarity decides where the structure ends (SynPoLib.volume.registration).
+    #: Colin27 + AAL, LiteMedSAM for the similarity: docs/scoreboard.md           [G]
+    REGISTRATION = "registration"
 
 
 @dataclass(frozen=True)
@@ -329,6 +340,124 @@ class PropagationConfig:
             raise ValueError("box_margin must be >= 0")
 
 
+class MeetingRule(str, enum.Enum):
+    """How the chains of two neighbouring support slices share the slices between them."""
+
+    #: each slice takes the chain of the nearer support (ties: the lower one); the
+    #: chains stop where they meet, so every slice is registered once           [G]
+    NEAREST = "nearest"
+    #: both chains cross the whole gap; each slice blends the two soft masks with
+    #: weights falling linearly with the distance to their support, then refines  [G]
+    BLEND = "blend"
+
+
+@dataclass(frozen=True)
+class RegistrationConfig:
+    """The registration mode (SynPoLib.registration, SynPoLib.volume.registration).
+
+    Every default is ours [G], measured on Colin27 + AAL (``docs/registration-study.md``,
+    ``benchmarks/registration_study.py``), chosen on the LEFT 8 scoreboard structures
+    only. Every length is in millimetres, converted per axis with the in-plane pixel
+    spacing, so thick-slice and anisotropic volumes behave as the 1 mm ones measured.
+    The numbers are left-8 protocol-2 mean Dice (registration + random walker) unless said.
+    """
+
+    #: crop = the previous mask's box grown by this on every side: 0.769
+    #: (10 mm: 0.769, 30 mm: 0.768)                                                  [G]
+    margin_mm: float = 20.0
+    #: Demons iterations, one resolution level: 0.769 (25: 0.765, 100: 0.770 at twice
+    #: the time)                                                                      [G]
+    iterations: int = 50
+    #: std of the Gaussian smoothing of the displacement field after each iteration:
+    #: 0.769 (1 mm: 0.765, 3 mm: 0.759)                                              [G]
+    field_sigma_mm: float = 2.0
+    #: soft-mask level that is "inside" (seeds, crop box, output without refinement) [G]
+    threshold: float = 0.5
+    #: refine each slice's output with the random walker: 0.769, registration alone
+    #: (soft > threshold) 0.764; all 16: 0.762 / 0.759                                [G]
+    refine: bool = True
+    #: foreground seeds: the soft mask eroded by this radius (2 mm: 0.754)           [G]
+    erosion_mm: float = 1.0
+    #: background seeds: outside the soft mask dilated by this radius (1 mm: 0.763,
+    #: 3 mm: 0.761)                                                                   [G]
+    dilation_mm: float = 2.0
+    #: random walker's beta; scikit-image divides it by 10 x the data's std: 0.769
+    #: (30: 0.769, 500: 0.767)                                                        [G]
+    walker_beta: float = 130.0
+    #: scikit-image's solver: conjugate gradient with a Jacobi preconditioner       [G]
+    walker_mode: str = "cg_j"
+    #: the solver's tolerance (scikit-image's default)                              [G]
+    walker_tol: float = 1e-3
+    #: how the chains of neighbouring supports share the slices between them;
+    #: protocol 1, left 8: blend 0.844, nearest 0.832, the protocol's thirds 0.834 [G]
+    meeting: MeetingRule = MeetingRule.BLEND
+    #: weight of the backend's mask (sigmoid of its logits, prompted with the
+    #: prior's box) averaged into the soft prior before refinement; 0: off.
+    #: LiteMedSAM, all 16: 0.25 -> 0.764, 0.5 -> 0.742, its box mask alone 0.586,
+    #: against 0.762 without (left 8: +0.001 at 0.25): not worth a decoder call   [G]
+    backend_weight: float = 0.0
+    #: the box prompt for that mask: the prior's box grown by this fraction a side [G]
+    backend_box_margin: float = 0.1
+    #: where the structure ends: a slice is low when the cosine between the support's
+    #: prototype and the prototype under the slice's output mask (the backend's
+    #: image embedding, SAM grid) is below this; 3 low slices in a row
+    #: (``quality.stop_after``) end a direction. The cosine is 1.0 on the support
+    #: itself, the scale of the other modes' relative confidence, but it is another
+    #: signal, so it has its own measured threshold (used instead of
+    #: ``quality.stop_threshold`` in this mode). QC protocol, left 8: the threshold
+    #: with <= 2 outside slices painted and the fewest inside slices missed
+    #: (1.9 painted, 7.4 missed of 20 / 28.4); right 8: 1.2 / 9.0                   [G]
+    stop_threshold: float = 0.8
+
+    def __post_init__(self) -> None:
+        if self.iterations < 1:
+            raise ValueError("iterations must be >= 1")
+        if min(self.margin_mm, self.field_sigma_mm, self.erosion_mm, self.dilation_mm) < 0:
+            raise ValueError("lengths (margin, smoothing, erosion, dilation) must be >= 0 mm")
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError("threshold must lie in (0, 1)")
+        if not 0.0 <= self.backend_weight <= 1.0:
+            raise ValueError("backend_weight must lie in [0, 1]")
+        if self.walker_beta <= 0:
+            raise ValueError("walker_beta must be > 0")
+        if self.backend_box_margin < 0:
+            raise ValueError("backend_box_margin must be >= 0")
+        if not isinstance(self.meeting, MeetingRule):
+            object.__setattr__(self, "meeting", MeetingRule(self.meeting))
+
+
+@dataclass(frozen=True)
+class AffineConfig:
+    """3-D affine registration of a support volume onto a query volume (SimpleITK): where
+    the registration mode starts its chain when the support lies in another volume."""
+
+    #: Mattes mutual information histogram bins                                     [G]
+    bins: int = 50
+    #: fraction of voxels sampled (random, seeded: same input, same transform)      [G]
+    sampling: float = 0.1
+    seed: int = 1
+    #: regular-step gradient descent: first step, smallest step, iterations per level [G]
+    learning_rate: float = 1.0
+    min_step: float = 1e-4
+    iterations: int = 200
+    #: resolution pyramid: shrink factors and Gaussian smoothing (mm) per level    [G]
+    shrink: Tuple[int, ...] = (4, 2, 1)
+    smoothing_mm: Tuple[float, ...] = (2.0, 1.0, 0.0)
+    #: the chain's start is searched this far (mm) either side of the slice the
+    #: support slice maps to, by prototype cosine; 0: start at the mapped slice.
+    #: Measured (16 structures, chain Dice): +-5 mm vs the mapped slice, Colin27 ->
+    #: its warped copy 0.727 vs 0.723, Colin27 -> MNI152 0.660 vs 0.716: off      [G]
+    start_search_mm: float = 0.0
+
+    def __post_init__(self) -> None:
+        if len(self.shrink) != len(self.smoothing_mm):
+            raise ValueError("shrink and smoothing_mm need one value per level")
+        if not 0.0 < self.sampling <= 1.0:
+            raise ValueError("sampling must lie in (0, 1]")
+        if self.start_search_mm < 0:
+            raise ValueError("start_search_mm must be >= 0")
+
+
 @dataclass(frozen=True)
 class SynPoConfig:
     """Everything that decides SynPo's result on one slice, and on a volume."""
@@ -341,6 +470,19 @@ class SynPoConfig:
     refine: RefineConfig = field(default_factory=RefineConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     propagation: PropagationConfig = field(default_factory=PropagationConfig)
+    registration: RegistrationConfig = field(default_factory=RegistrationConfig)
+    affine: AffineConfig = field(default_factory=AffineConfig)
+
+    def mode_quality(self) -> QualityConfig:
+        """The quality rules as the configured mode applies them.
+
+        Every mode's confidence is 1.0 on the support slice itself; the registration
+        mode's is the prototype cosine, whose stop threshold was measured apart
+        (``registration.stop_threshold``) and replaces ``quality.stop_threshold``.
+        """
+        if self.propagation.mode == Mode.REGISTRATION:
+            return dataclasses.replace(self.quality, stop_threshold=self.registration.stop_threshold)
+        return self.quality
 
     def replace(self, **sections) -> "SynPoConfig":
         """Copy with whole sections replaced, e.g. ``cfg.replace(refine=RefineConfig(rounds=0))``."""
@@ -410,6 +552,8 @@ def _describe(tp) -> str:
         inner = [a for a in args if a is not type(None)]
         return " or ".join(_describe(a) for a in inner) + " or null"
     if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return "a list of numbers"
         return f"a list of {len(args)} numbers"
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         return "one of " + ", ".join(repr(m.value) for m in tp)
@@ -428,6 +572,8 @@ def _coerce(tp, value: Any):
             return value
         return tp(value)  # ValueError for a value outside the enum
     if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:  # Tuple[X, ...]: any length
+            args = (args[0],) * (len(value) if isinstance(value, (list, tuple)) else -1)
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ValueError("wrong shape")
         return tuple(_coerce(a, v) for a, v in zip(args, value))

@@ -534,6 +534,44 @@ def segmentation_dict(mask: np.ndarray, reference: Volume, name: str = "SynPo",
     return seg
 
 
+def segments_dict(masks: Sequence[Tuple[str, np.ndarray, Sequence[float]]], reference: Volume) -> dict:
+    """slicerio's segmentation structure for several segments (name, mask, colour) on the
+    reference grid; segments that overlap go to separate layers, as Slicer keeps them."""
+    import slicerio
+
+    seg = None
+    used = set()
+    for name, mask, color in masks:
+        mask = np.asarray(mask)
+        if mask.shape != reference.array.shape:
+            raise ValueError(f"mask shape {mask.shape} differs from the reference volume's {reference.array.shape}")
+        ijk = np.transpose(mask > 0, (2, 1, 0))  # (k, j, i) -> (i, j, k)
+        if seg is None:
+            seg = slicerio.create_segmentation(ijk.shape, reference.ijk_to_lps)
+        base = "".join(ch if ch.isalnum() else "_" for ch in name) or "segment"
+        segment_id, n = base, 1
+        while segment_id in used:
+            n += 1
+            segment_id = f"{base}_{n}"
+        used.add(segment_id)
+        slicerio.add_segment(seg, ijk, {"id": segment_id, "name": name, "color": [float(c) for c in color]})
+    if seg is None:
+        raise ValueError("give at least one segment")
+    seg["containedRepresentationNames"] = ["Binary labelmap"]
+    seg["masterRepresentation"] = "Binary labelmap"
+    return seg
+
+
+def write_label_image(path: os.PathLike, labels: np.ndarray, reference: Volume) -> Path:
+    """Write a label image (several label values) on the reference grid, in the smallest
+    unsigned type that holds its values."""
+    labels = np.asarray(labels)
+    dtype = np.uint8 if int(labels.max(initial=0)) < 256 else np.uint16 if int(labels.max()) < 65536 else np.uint32
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(reference.to_image(labels.astype(dtype)), str(tmp), True)
+    return Path(path)
+
+
 def write_segmentation(path: os.PathLike, mask: np.ndarray, reference: Volume, name: str = "SynPo",
                        color: Sequence[float] = DEFAULT_COLOR) -> Path:
     """Write a one-segment ``.seg.nrrd`` that Slicer opens on the reference volume's grid."""

@@ -4,7 +4,13 @@ Also here: a preset plus edits, as the command line (``--config``, ``--set``) an
 Slicer module's parameter table give them (:func:`build_config`, :func:`config_for`).
 
 ``paper`` is :class:`SynPoConfig`'s defaults: SAM2 + DINOv2 with point prompts, three
-masks chosen by prototype similarity, two mask-input refine rounds.
+masks chosen by prototype similarity, two mask-input refine rounds, every slice on its
+own (the paper's mode). ``synpo segment --preset paper`` runs it.
+
+``lite`` (the default for the LiteMedSAM backend) runs the registration mode
+(:mod:`SynPoLib.volume.registration`): it measured best on every protocol of the
+scoreboard. Its prompt settings below are what the slices and propagate modes use
+with LiteMedSAM (``--mode slices``).
 
 ``lite`` was measured on Colin27 + AAL (6 structures: thalamus L, caudate L, putamen
 L, hippocampus L, amygdala L, pallidum L; support = middle slice, query = every other
@@ -29,7 +35,7 @@ import json
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .config import SECTIONS, PromptStrategy, SynPoConfig, edit
+from .config import SECTIONS, Mode, PromptStrategy, SynPoConfig, edit
 from .errors import InputError
 from .paths import check_input_file
 
@@ -42,6 +48,14 @@ PRESETS: Dict[str, SynPoConfig] = {
         "prompt.box_quantile": 0.99,
         "points.location_prior": 0.5,
         "refine.rounds": 0,
+        # The mode that measured best (docs/scoreboard.md, Colin27 + AAL, 16 structures):
+        # registration 0.762 / 0.841 (protocols 2 / 1) against SynPo slice by slice
+        # 0.531 / 0.620 and copying the labelled slice 0.607 / 0.776. The slices mode
+        # with the prompts above stays one option away (--mode slices).
+        "propagation.mode": Mode.REGISTRATION,
+        # LiteMedSAM's box mask averaged into the registration prior: +0.002 at 0.25,
+        # -0.020 at 0.5 (protocol 2): not worth a decoder call per slice
+        "registration.backend_weight": 0.0,
     }),
 }
 

@@ -11,7 +11,8 @@ masks are never fed back into the chain.
 Where the structure ends, registration does not know: it moves the mask on forever.
 :func:`prototype_cosine` is SynPo's own similarity (the backend's image embedding
 averaged under the support mask, against the same average under the propagated mask),
-and :class:`SynPoLib.qc.ChainState` turns it into a stop after ``stop_after`` low slices.
+and :class:`SynPoLib.volume.qc.ChainState` turns it into a stop after ``stop_after`` low
+slices (the registration mode, :mod:`SynPoLib.volume.registration`).
 
 Everything here is a pure function on numpy arrays (plus SimpleITK images built and
 dropped inside). Lengths are in millimetres and converted with the in-plane pixel
@@ -24,101 +25,21 @@ structures, axial, ``benchmarks/registration_study.py``; ``docs/registration-stu
 
 from __future__ import annotations
 
-import enum
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import (Callable, Collection, Dict, Hashable, Iterable, Iterator, List, Mapping, Optional, Sequence,
+                    Tuple)
 
 import numpy as np
 from scipy import ndimage
 
+from .config import AffineConfig, MeetingRule, RegistrationConfig
 from .preprocess import apply_window
 from .method.synergy import build_prototype, mask_to_grid
 
 #: the two time-split keys of every :class:`ChainStep`
 REGISTRATION = "registration"
 REFINEMENT = "refinement"
-
-
-class MeetingRule(str, enum.Enum):
-    """How the chains of two neighbouring support slices share the slices between them."""
-
-    #: each slice takes the chain of the nearer support (ties: the lower one); the
-    #: chains stop where they meet, so every slice is registered once           [G]
-    NEAREST = "nearest"
-    #: both chains cross the whole gap; each slice blends the two soft masks with
-    #: weights falling linearly with the distance to their support, then refines  [G]
-    BLEND = "blend"
-
-
-@dataclass(frozen=True)
-class RegistrationConfig:
-    """Registration-guided propagation; every default is ours [G], measured on Colin27 +
-    AAL (``docs/registration-study.md``), chosen on the LEFT 8 scoreboard structures only.
-
-    Every length is in millimetres (converted per axis with the in-plane spacing). The
-    numbers are left-8 protocol-2 mean Dice (registration + random walker) unless said.
-    """
-
-    #: crop = the previous mask's box grown by this on every side: 0.769
-    #: (10 mm: 0.769, 30 mm: 0.768)                                                  [G]
-    margin_mm: float = 20.0
-    #: Demons iterations, one resolution level: 0.769 (25: 0.765, 100: 0.770 at twice
-    #: the time)                                                                      [G]
-    iterations: int = 50
-    #: std of the Gaussian smoothing of the displacement field after each iteration:
-    #: 0.769 (1 mm: 0.765, 3 mm: 0.759)                                              [G]
-    field_sigma_mm: float = 2.0
-    #: soft-mask level that is "inside" (seeds, crop box, output without refinement) [G]
-    threshold: float = 0.5
-    #: refine each slice's output with the random walker: 0.769, registration alone
-    #: (soft > threshold) 0.764; all 16: 0.762 / 0.759                                [G]
-    refine: bool = True
-    #: foreground seeds: the soft mask eroded by this radius (2 mm: 0.754)           [G]
-    erosion_mm: float = 1.0
-    #: background seeds: outside the soft mask dilated by this radius (1 mm: 0.763,
-    #: 3 mm: 0.761)                                                                   [G]
-    dilation_mm: float = 2.0
-    #: random walker's beta; scikit-image divides it by 10 x the data's std: 0.769
-    #: (30: 0.769, 500: 0.767)                                                        [G]
-    walker_beta: float = 130.0
-    #: scikit-image's solver: conjugate gradient with a Jacobi preconditioner       [G]
-    walker_mode: str = "cg_j"
-    #: the solver's tolerance (scikit-image's default)                              [G]
-    walker_tol: float = 1e-3
-    #: how the chains of neighbouring supports share the slices between them;
-    #: protocol 1, left 8: blend 0.844, nearest 0.832, the protocol's thirds 0.834 [G]
-    meeting: MeetingRule = MeetingRule.BLEND
-    #: weight of the backend's mask (sigmoid of its logits, prompted with the
-    #: prior's box) averaged into the soft prior before refinement; 0: off.
-    #: LiteMedSAM, all 16: 0.25 -> 0.764, 0.5 -> 0.742, its box mask alone 0.586,
-    #: against 0.762 without (left 8: +0.001 at 0.25): not worth a decoder call   [G]
-    backend_weight: float = 0.0
-    #: the box prompt for that mask: the prior's box grown by this fraction a side [G]
-    backend_box_margin: float = 0.1
-    #: stop signal: a slice is low when the prototype cosine (support prototype vs the
-    #: prototype under the slice's output mask) is below this. QC protocol, left 8:
-    #: the threshold with <= 2 outside slices painted and the fewest inside slices
-    #: missed (1.9 painted, 7.4 missed of 20 / 28.4); right 8: 1.2 / 9.0             [G]
-    stop_threshold: float = 0.8
-    #: ... and a direction ends after this many low slices in a row (SynPoLib.qc)  [G]
-    stop_after: int = 3
-
-    def __post_init__(self) -> None:
-        if self.iterations < 1:
-            raise ValueError("iterations must be >= 1")
-        if min(self.margin_mm, self.field_sigma_mm, self.erosion_mm, self.dilation_mm) < 0:
-            raise ValueError("lengths (margin, smoothing, erosion, dilation) must be >= 0 mm")
-        if not 0.0 < self.threshold < 1.0:
-            raise ValueError("threshold must lie in (0, 1)")
-        if not 0.0 <= self.backend_weight <= 1.0:
-            raise ValueError("backend_weight must lie in [0, 1]")
-        if self.stop_after < 1:
-            raise ValueError("stop_after must be >= 1")
-        if self.walker_beta <= 0:
-            raise ValueError("walker_beta must be > 0")
-        if not isinstance(self.meeting, MeetingRule):
-            object.__setattr__(self, "meeting", MeetingRule(self.meeting))
 
 
 # --------------------------------------------------------------------------- helpers
@@ -171,24 +92,56 @@ def _image(array: np.ndarray, spacing: Sequence[float]):
 # ---------------------------------------------------------------- one chain step
 
 
-def register_and_warp(fixed: np.ndarray, moving: np.ndarray, soft: np.ndarray, spacing: Sequence[float],
-                      cfg: RegistrationConfig = RegistrationConfig()) -> np.ndarray:
-    """Move ``soft`` (lying on ``moving``) onto ``fixed``: Demons on the crop, linear warp.
+class SliceField:
+    """The displacement field from one slice to its neighbour, on a crop: computed once
+    (:func:`register_slices`), it moves as many soft masks as lie in its crop
+    (:meth:`warp`), so several structures segmented in one run share one registration."""
 
-    ``fixed`` and ``moving`` are normalised slices of one volume, ``soft`` the moving
-    slice's soft mask in [0, 1], ``spacing`` the in-plane (row, col) mm. Returns the
-    fixed slice's soft mask (zero outside the crop; empty in, empty out).
+    def __init__(self, shape: Tuple[int, int], spacing: Sequence[float], box: Optional[Tuple[slice, slice]],
+                 transform=None, reference=None) -> None:
+        self.shape = tuple(int(n) for n in shape)
+        self.spacing = tuple(float(s) for s in spacing)
+        #: the crop the field covers (None: nothing to move, every warp is empty)
+        self.box = box
+        self._transform = transform
+        self._reference = reference
+
+    def warp(self, soft: np.ndarray) -> np.ndarray:
+        """``soft`` (a float mask on the moving slice) moved onto the fixed slice by linear
+        interpolation, clipped to [0, 1]; zero outside the crop."""
+        import SimpleITK as sitk
+
+        soft = np.asarray(soft, np.float32)
+        if soft.shape != self.shape:
+            raise ValueError(f"soft mask shape {soft.shape} differs from the field's {self.shape}")
+        out = np.zeros(self.shape, np.float32)
+        if self.box is None:
+            return out
+        warped = sitk.Resample(_image(soft[self.box], self.spacing), self._reference, self._transform,
+                               sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+        out[self.box] = np.clip(sitk.GetArrayFromImage(warped), 0.0, 1.0)
+        return out
+
+
+def register_slices(fixed: np.ndarray, moving: np.ndarray, region: np.ndarray, spacing: Sequence[float],
+                    cfg: RegistrationConfig = RegistrationConfig()) -> SliceField:
+    """Diffeomorphic Demons of ``moving`` onto ``fixed`` on the crop around ``region``.
+
+    ``fixed`` and ``moving`` are normalised slices of one volume (:func:`normalise_slice`),
+    ``region`` a boolean mask on the moving slice: what is to be moved (for several
+    structures, the union of their masks); the crop is its box grown by ``margin_mm``.
+    ``spacing``: the in-plane (row, col) mm. An empty region gives a field that moves
+    nothing.
     """
     import SimpleITK as sitk
 
     fixed = np.asarray(fixed, np.float32)
-    soft = np.asarray(soft, np.float32)
-    if fixed.shape != moving.shape or soft.shape != fixed.shape:
-        raise ValueError(f"shapes differ: fixed {fixed.shape}, moving {np.shape(moving)}, soft {soft.shape}")
-    out = np.zeros_like(soft)
-    box = crop_box(soft > cfg.threshold, cfg.margin_mm, spacing)
+    region = np.asarray(region, bool)
+    if fixed.shape != np.shape(moving) or region.shape != fixed.shape:
+        raise ValueError(f"shapes differ: fixed {fixed.shape}, moving {np.shape(moving)}, mask {region.shape}")
+    box = crop_box(region, cfg.margin_mm, spacing)
     if box is None:
-        return out
+        return SliceField(fixed.shape, spacing, None)
     f_img = _image(fixed[box], spacing)
     m_img = _image(np.asarray(moving, np.float32)[box], spacing)
     demons = sitk.DiffeomorphicDemonsRegistrationFilter()
@@ -199,9 +152,17 @@ def register_and_warp(fixed: np.ndarray, moving: np.ndarray, soft: np.ndarray, s
         demons.SetStandardDeviations((sx, sy))  # ITK: in pixels, per axis (x, y)
     field_image = demons.Execute(f_img, m_img)
     transform = sitk.DisplacementFieldTransform(sitk.Cast(field_image, sitk.sitkVectorFloat64))
-    warped = sitk.Resample(_image(soft[box], spacing), f_img, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    out[box] = np.clip(sitk.GetArrayFromImage(warped), 0.0, 1.0)
-    return out
+    return SliceField(fixed.shape, spacing, box, transform, f_img)
+
+
+def register_and_warp(fixed: np.ndarray, moving: np.ndarray, soft: np.ndarray, spacing: Sequence[float],
+                      cfg: RegistrationConfig = RegistrationConfig()) -> np.ndarray:
+    """Move one ``soft`` mask (lying on ``moving``) onto ``fixed``: :func:`register_slices`
+    on its crop (``soft > threshold``), then :meth:`SliceField.warp`. Empty in, empty out."""
+    soft = np.asarray(soft, np.float32)
+    if soft.shape != np.shape(fixed):
+        raise ValueError(f"shapes differ: fixed {np.shape(fixed)}, moving {np.shape(moving)}, soft {soft.shape}")
+    return register_slices(fixed, moving, soft > cfg.threshold, spacing, cfg).warp(soft)
 
 
 def walker_seeds(soft: np.ndarray, spacing: Sequence[float], cfg: RegistrationConfig = RegistrationConfig()
@@ -274,28 +235,73 @@ class ChainStep:
 PriorHook = Callable[[int, np.ndarray], np.ndarray]
 
 
+#: the soft mask to refine for one of several structures: (key, index, registration prior)
+KeyedPriorHook = Callable[[Hashable, int, np.ndarray], np.ndarray]
+
+
 def propagate_chain(slices: Iterable[Tuple[int, np.ndarray]], start_image: np.ndarray, start_soft: np.ndarray,
                     spacing: Sequence[float], cfg: RegistrationConfig = RegistrationConfig(), *,
-                    support: int = -1, prior_hook: Optional[PriorHook] = None) -> Iterator[ChainStep]:
+                    support: int = -1, prior_hook: Optional[PriorHook] = None,
+                    refine: bool = True) -> Iterator[ChainStep]:
     """Walk a chain outward: yields a :class:`ChainStep` per ``(index, image)`` pulled.
 
     ``slices`` gives the normalised query slices in walking order (lazily: only the
     previous slice and its soft mask are held, so memory does not grow with the chain);
     ``start_image`` / ``start_soft`` are the support slice and its mask. Stop the walk
     by not asking for more (``break``). Once the soft mask has vanished every later
-    slice is empty without registration.
+    slice is empty without registration. ``refine=False`` leaves ``mask`` as the prior
+    thresholded (for a chain whose priors are blended and refined later).
     """
-    previous, soft = np.asarray(start_image, np.float32), np.asarray(start_soft, np.float32)
+    hook = None if prior_hook is None else (lambda _key, index, soft: prior_hook(index, soft))
+    for steps in propagate_chain_many(slices, start_image, {0: start_soft}, spacing, cfg, support=support,
+                                      prior_hook=hook, refine=refine):
+        yield steps[0]
+
+
+def propagate_chain_many(slices: Iterable[Tuple[int, np.ndarray]], start_image: np.ndarray,
+                         start_softs: Mapping[Hashable, np.ndarray], spacing: Sequence[float],
+                         cfg: RegistrationConfig = RegistrationConfig(), *, support: int = -1,
+                         prior_hook: Optional[KeyedPriorHook] = None, refine: bool = True,
+                         live: Optional[Callable[[], Collection[Hashable]]] = None
+                         ) -> Iterator[Dict[Hashable, ChainStep]]:
+    """:func:`propagate_chain` for several structures walking the same slices: yields
+    key -> :class:`ChainStep` per slice pulled.
+
+    The displacement field between two slices does not depend on the structure: it is
+    computed once per pair of slices, on the crop around the union of the walking
+    structures' masks (:func:`register_slices`), and moves every structure's soft mask;
+    each is refined on its own. With one structure this is :func:`propagate_chain`
+    exactly. ``live()`` names the structures still walking (default: all); the others
+    are neither moved nor refined (their crop leaves the union). Each step's
+    "registration" seconds are its share of the field plus its own warp.
+    """
+    previous = np.asarray(start_image, np.float32)
+    softs = {key: np.asarray(soft, np.float32) for key, soft in start_softs.items()}
     for index, image in slices:
+        keys = [key for key in softs if live is None or key in live()]
+        if not keys:
+            return
         image = np.asarray(image, np.float32)
         t0 = time.perf_counter()
-        soft = register_and_warp(image, previous, soft, spacing, cfg)
-        t1 = time.perf_counter()
-        prior = soft if prior_hook is None else prior_hook(index, soft)
-        mask = refine_mask(image, prior, spacing, cfg)
-        t2 = time.perf_counter()
-        yield ChainStep(index=index, soft=soft, mask=mask, support=support,
-                        seconds={REGISTRATION: t1 - t0, REFINEMENT: t2 - t1})
+        region = np.zeros(image.shape, dtype=bool)
+        for key in keys:
+            region |= softs[key] > cfg.threshold
+        moved = register_slices(image, previous, region, spacing, cfg)
+        share = (time.perf_counter() - t0) / len(keys)
+        steps: Dict[Hashable, ChainStep] = {}
+        for key in keys:
+            t1 = time.perf_counter()
+            soft = softs[key] = moved.warp(softs[key])
+            t2 = time.perf_counter()
+            if refine:
+                prior = soft if prior_hook is None else prior_hook(key, index, soft)
+                mask = refine_mask(image, prior, spacing, cfg)
+            else:
+                mask = soft > cfg.threshold
+            t3 = time.perf_counter()
+            steps[key] = ChainStep(index=index, soft=soft, mask=mask, support=support,
+                                   seconds={REGISTRATION: share + t2 - t1, REFINEMENT: t3 - t2})
+        yield steps
         previous = image
 
 
@@ -351,46 +357,124 @@ def blend_soft(soft_a: np.ndarray, weight_a: float, soft_b: np.ndarray) -> np.nd
             + (1.0 - weight_a) * np.asarray(soft_b, np.float32)).astype(np.float32)
 
 
+class HeldSoft:
+    """A soft mask kept for later (the first chain of a blended gap), cropped to where it
+    is non-zero: the held chain costs the structure's area per slice, not the slice's."""
+
+    def __init__(self, soft: np.ndarray) -> None:
+        soft = np.asarray(soft, np.float32)
+        self.shape = soft.shape
+        rows = np.flatnonzero(np.any(soft > 0, axis=1))
+        if rows.size == 0:
+            self.box, self.values = None, np.zeros((0, 0), np.float32)
+            return
+        cols = np.flatnonzero(np.any(soft > 0, axis=0))
+        self.box = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
+        self.values = soft[self.box].copy()
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.values.nbytes)
+
+    def array(self) -> np.ndarray:
+        out = np.zeros(self.shape, np.float32)
+        if self.box is not None:
+            out[self.box] = self.values
+        return out
+
+
 def propagate_supports(get_image: Callable[[int], np.ndarray], support_masks: Mapping[int, np.ndarray],
                        first: int, last: int, spacing: Sequence[float],
                        cfg: RegistrationConfig = RegistrationConfig(), *,
                        keep_going: Optional[Callable[[ChainStep, Leg], bool]] = None,
-                       prior_hook: Optional[PriorHook] = None) -> Iterator[Tuple[ChainStep, Leg]]:
+                       prior_hook: Optional[PriorHook] = None,
+                       before_slice: Optional[Callable[[int], None]] = None,
+                       legs: Optional[Sequence[Leg]] = None) -> Iterator[Tuple[ChainStep, Leg]]:
     """Every slice ``first..last`` but the supports, from one or more support slices.
 
     ``get_image(i)`` returns slice i normalised (:func:`normalise_slice`);
-    ``support_masks`` maps each support slice to its binary mask. Yields ``(step,
-    leg)`` leg by leg (:func:`plan_legs`, rule ``cfg.meeting``). ``keep_going(step,
-    leg)`` returning False ends that leg there (auto-stop, typically on outward legs
-    only); raising from it (a cancel) ends everything.
+    ``support_masks`` maps each support slice to its mask (binary, or soft in [0, 1]).
+    Yields ``(step, leg)`` leg by leg (:func:`plan_legs`, rule ``cfg.meeting``, unless
+    ``legs`` gives them). ``keep_going(step, leg)`` returning False ends that leg there
+    (auto-stop, typically on outward legs only); ``before_slice(index)`` is called
+    before every registration, also on the legs whose slices are held and not yet
+    yielded; raising from either (a cancel) ends everything.
 
-    With BLEND, a gap's first leg is walked with its soft masks held (crops are not
-    worth the bookkeeping: one float32 slice per gap slice), then the second leg
-    yields the blended, refined slices; memory grows with the largest gap between
-    supports, not with the volume.
+    With BLEND, a gap's first leg is walked with its soft masks held (cropped to where
+    they are non-zero, :class:`HeldSoft`), then the second leg yields the blended,
+    refined slices; memory grows with the structure's area times the largest gap
+    between supports, not with the volume.
     """
-    legs = plan_legs(list(support_masks), first, last, cfg.meeting)
-    held: Dict[int, np.ndarray] = {}
+    go = None if keep_going is None else (lambda step, leg, _key: keep_going(step, leg))
+    hook = None if prior_hook is None else (lambda _key, index, soft: prior_hook(index, soft))
+    for steps, leg in propagate_supports_many(get_image, {0: support_masks}, first, last, spacing, cfg,
+                                              keep_going=go, prior_hook=hook, before_slice=before_slice,
+                                              legs=legs):
+        yield steps[0], leg
+
+
+def propagate_supports_many(get_image: Callable[[int], np.ndarray],
+                            support_masks: Mapping[Hashable, Mapping[int, np.ndarray]],
+                            first: int, last: int, spacing: Sequence[float],
+                            cfg: RegistrationConfig = RegistrationConfig(), *,
+                            keep_going: Optional[Callable[[ChainStep, Leg, Hashable], bool]] = None,
+                            prior_hook: Optional[KeyedPriorHook] = None,
+                            before_slice: Optional[Callable[[int], None]] = None,
+                            legs: Optional[Sequence[Leg]] = None
+                            ) -> Iterator[Tuple[Dict[Hashable, ChainStep], Leg]]:
+    """:func:`propagate_supports` for several structures labelled on the same support
+    slices (``support_masks``: key -> support slice -> mask), in lockstep: one field per
+    pair of slices moves them all (:func:`propagate_chain_many`). Yields (key -> step,
+    leg) per slice; ``keep_going(step, leg, key)`` returning False ends that structure's
+    leg, and the leg ends when no structure walks it any more.
+    """
+    keys = list(support_masks)
+    if not keys:
+        return
+    slices0 = sorted(support_masks[keys[0]])
+    if any(sorted(support_masks[k]) != slices0 for k in keys):
+        raise ValueError("structures walked together must share their support slices")
+    if legs is None:
+        legs = plan_legs(slices0, first, last, cfg.meeting)
+
+    def stream(leg: Leg):
+        for q in leg.slices:
+            if before_slice is not None:
+                before_slice(q)
+            yield q, get_image(q)
+
+    held: Dict[Hashable, Dict[int, HeldSoft]] = {}
     for leg in legs:
         s = leg.support
-        start = (get_image(s), np.asarray(support_masks[s], np.float32))
-        stream = ((q, get_image(q)) for q in leg.slices)
+        start_image = get_image(s)
+        starts = {k: np.asarray(support_masks[k][s], np.float32) for k in keys}
         if leg.partner is not None and leg.partner > s:
             # first leg of a blended gap: hold its priors, yield nothing yet
-            held = {step.index: step.soft for step in propagate_chain(stream, *start, spacing, cfg, support=s)}
+            held = {k: {} for k in keys}
+            for steps in propagate_chain_many(stream(leg), start_image, starts, spacing, cfg, support=s,
+                                              refine=False):
+                for k, step in steps.items():
+                    held[k][step.index] = HeldSoft(step.soft)
             continue
-        for step in propagate_chain(stream, *start, spacing, cfg, support=s,
-                                    prior_hook=None if leg.partner is not None else prior_hook):
+        walking = set(keys)
+        for steps in propagate_chain_many(stream(leg), start_image, starts, spacing, cfg, support=s,
+                                          prior_hook=None if leg.partner is not None else prior_hook,
+                                          refine=leg.partner is None, live=lambda: walking):
             if leg.partner is not None:
-                t = time.perf_counter()
-                other = held.pop(step.index)
-                w = blend_weight(step.index, s, leg.partner)
-                step.soft = blend_soft(step.soft, w, other)
-                prior = step.soft if prior_hook is None else prior_hook(step.index, step.soft)
-                step.mask = refine_mask(get_image(step.index), prior, spacing, cfg)
-                step.seconds[REFINEMENT] = time.perf_counter() - t
-            yield step, leg
-            if keep_going is not None and not keep_going(step, leg):
+                for k, step in steps.items():
+                    t = time.perf_counter()
+                    other = held[k].pop(step.index).array()
+                    w = blend_weight(step.index, s, leg.partner)
+                    step.soft = blend_soft(step.soft, w, other)
+                    prior = step.soft if prior_hook is None else prior_hook(k, step.index, step.soft)
+                    step.mask = refine_mask(get_image(step.index), prior, spacing, cfg)
+                    step.seconds[REFINEMENT] = time.perf_counter() - t
+            yield steps, leg
+            if keep_going is not None:
+                for k, step in steps.items():
+                    if not keep_going(step, leg, k):
+                        walking.discard(k)
+            if not walking:
                 break
         held = {}
 
@@ -418,50 +502,61 @@ def prototype_cosine(prototype: np.ndarray, features: np.ndarray, mask_roi: np.n
 # ------------------------------------------------------------- another volume
 
 
-@dataclass(frozen=True)
-class AffineConfig:
-    """3-D affine registration of a support volume onto a query volume (SimpleITK)."""
-
-    #: Mattes mutual information histogram bins                                     [G]
-    bins: int = 50
-    #: fraction of voxels sampled (random, seeded: same input, same transform)      [G]
-    sampling: float = 0.1
-    seed: int = 1
-    #: regular-step gradient descent: first step, smallest step, iterations per level [G]
-    learning_rate: float = 1.0
-    min_step: float = 1e-4
-    iterations: int = 200
-    #: resolution pyramid: shrink factors and Gaussian smoothing (mm) per level    [G]
-    shrink: Tuple[int, ...] = (4, 2, 1)
-    smoothing_mm: Tuple[float, ...] = (2.0, 1.0, 0.0)
-    #: the chain's start is searched this far (mm) either side of the slice the
-    #: support slice maps to, by prototype cosine; 0: start at the mapped slice.
-    #: Measured (16 structures, chain Dice): +-5 mm vs the mapped slice, Colin27 ->
-    #: its warped copy 0.727 vs 0.723, Colin27 -> MNI152 0.660 vs 0.716: off      [G]
-    start_search_mm: float = 0.0
-
-    def __post_init__(self) -> None:
-        if len(self.shrink) != len(self.smoothing_mm):
-            raise ValueError("shrink and smoothing_mm need one value per level")
-        if not 0.0 < self.sampling <= 1.0:
-            raise ValueError("sampling must lie in (0, 1]")
-
-
-def register_affine(fixed, moving, cfg: AffineConfig = AffineConfig()):
-    """The affine transform (SimpleITK, fixed -> moving physical points) that best aligns
-    ``moving`` (the support :class:`SynPoLib.io.Volume`) with ``fixed`` (the query):
-    moments initialisation, Mattes MI, regular-step gradient descent, a pyramid."""
+def _mattes(cfg: AffineConfig):
     import SimpleITK as sitk
 
-    f_img = sitk.Cast(fixed.to_image(), sitk.sitkFloat32)
-    m_img = sitk.Cast(moving.to_image(), sitk.sitkFloat32)
-    initial = sitk.CenteredTransformInitializer(f_img, m_img, sitk.AffineTransform(3),
-                                                sitk.CenteredTransformInitializerFilter.MOMENTS)
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=int(cfg.bins))
     method.SetMetricSamplingStrategy(method.RANDOM)
     method.SetMetricSamplingPercentage(float(cfg.sampling), int(cfg.seed))
     method.SetInterpolator(sitk.sitkLinear)
+    return method
+
+
+def affine_start(f_img, m_img, cfg: AffineConfig = AffineConfig()):
+    """(transform, name): where the affine optimisation starts.
+
+    Two starts, the one with the better Mattes mutual information kept: the volumes as
+    they are placed ("physical": two scans of one scanner session, or two images in one
+    template space, start aligned) and their centres of mass superposed ("moments":
+    volumes placed anywhere). A start under which the volumes do not overlap is skipped.
+    """
+    import SimpleITK as sitk
+
+    moments = sitk.CenteredTransformInitializer(f_img, m_img, sitk.AffineTransform(3),
+                                                sitk.CenteredTransformInitializerFilter.MOMENTS)
+    physical = sitk.AffineTransform(3)
+    physical.SetCenter(f_img.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2.0 for n in f_img.GetSize()]))
+    scores = {}
+    for name, transform in (("physical", physical), ("moments", moments)):
+        evaluator = _mattes(cfg)
+        evaluator.SetInitialTransform(transform, inPlace=False)
+        try:
+            scores[name] = float(evaluator.MetricEvaluate(f_img, m_img))
+        except RuntimeError:  # no overlap: too many samples fall outside
+            continue
+    if not scores:
+        return moments, "moments"
+    best = min(scores, key=scores.get)  # Mattes MI is negated: lower is better
+    return (physical if best == "physical" else moments), best
+
+
+def register_affine(fixed, moving, cfg: AffineConfig = AffineConfig(),
+                    abort: Optional[Callable[[], bool]] = None, report: Optional[dict] = None):
+    """The affine transform (SimpleITK, fixed -> moving physical points) that best aligns
+    ``moving`` (the support :class:`SynPoLib.io.Volume`) with ``fixed`` (the query):
+    the better of two starts (:func:`affine_start`), Mattes MI, regular-step gradient
+    descent, a pyramid.
+
+    ``abort()`` is asked at every optimiser iteration; True stops the registration
+    there and the function returns None (the caller reports the cancel). ``report``,
+    a dict, receives the start's name ("start") and the final metric ("metric")."""
+    import SimpleITK as sitk
+
+    f_img = sitk.Cast(fixed.to_image(), sitk.sitkFloat32)
+    m_img = sitk.Cast(moving.to_image(), sitk.sitkFloat32)
+    initial, start = affine_start(f_img, m_img, cfg)
+    method = _mattes(cfg)
     method.SetOptimizerAsRegularStepGradientDescent(learningRate=cfg.learning_rate, minStep=cfg.min_step,
                                                     numberOfIterations=int(cfg.iterations))
     method.SetOptimizerScalesFromPhysicalShift()
@@ -469,7 +564,21 @@ def register_affine(fixed, moving, cfg: AffineConfig = AffineConfig()):
     method.SetSmoothingSigmasPerLevel(list(cfg.smoothing_mm))
     method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     method.SetInitialTransform(initial, inPlace=True)
-    method.Execute(f_img, m_img)
+    if abort is not None:
+        def check() -> None:
+            if abort():
+                method.Abort()
+        method.AddCommand(sitk.sitkIterationEvent, check)
+    try:
+        method.Execute(f_img, m_img)
+    except RuntimeError:
+        if abort is not None and abort():
+            return None
+        raise
+    if abort is not None and abort():
+        return None
+    if report is not None:
+        report.update(start=start, metric=float(method.GetMetricValue()))
     return initial
 
 
@@ -487,6 +596,49 @@ def map_support_mask(mask: np.ndarray, support_slice: int, axis: int, support, q
     return np.clip(sitk.GetArrayFromImage(moved), 0.0, 1.0)
 
 
+def affine_matrix(transform) -> np.ndarray:
+    """The 4 x 4 matrix of an affine SimpleITK transform (physical point -> point),
+    read off the images of four points (exact for any affine transform)."""
+    base = np.asarray(transform.TransformPoint((0.0, 0.0, 0.0)), np.float64)
+    matrix = np.eye(4)
+    matrix[:3, 3] = base
+    for axis in range(3):
+        unit = [0.0, 0.0, 0.0]
+        unit[axis] = 1.0
+        matrix[:3, axis] = np.asarray(transform.TransformPoint(tuple(unit)), np.float64) - base
+    return matrix
+
+
+def map_support_slice(mask: np.ndarray, support_slice: int, axis: int, support, query, transform,
+                      query_slice: int) -> np.ndarray:
+    """One query slice of :func:`map_support_mask` (the same values, as SimpleITK's
+    linear resampling gives them), from the support slice and the two volumes'
+    geometry alone: a few slices of memory, whatever the volumes' size.
+
+    ``transform`` must be affine (:func:`register_affine`'s, or the identity). Each
+    query pixel goes through ``transform`` into the support volume; inside the support
+    volume along ``axis`` (half a slice beyond its ends, as SimpleITK counts) it takes
+    the support mask bilinearly in plane, edges replicated; elsewhere 0.
+    """
+    mask = np.asarray(mask, np.float32)
+    shape = [int(v) for v in query.array.shape]
+    plane = [a for a in range(3) if a != axis]
+    rows, cols = np.mgrid[0:shape[plane[0]], 0:shape[plane[1]]].astype(np.float64)
+    index = np.zeros((3, rows.size))  # array order (k, j, i)
+    index[axis] = float(query_slice)
+    index[plane[0]], index[plane[1]] = rows.ravel(), cols.ravel()
+    to_support = np.linalg.inv(support.ijk_to_lps) @ affine_matrix(transform) @ query.ijk_to_lps
+    moved = (to_support @ np.vstack([index[::-1], np.ones(rows.size)]))[:3][::-1]  # support (k, j, i)
+    s_shape = support.array.shape
+    inside = np.ones(rows.size, bool)
+    for a in range(3):
+        inside &= (moved[a] >= -0.5) & (moved[a] <= s_shape[a] - 0.5)
+    s_plane = [a for a in range(3) if a != axis]
+    values = ndimage.map_coordinates(mask, [moved[s_plane[0]], moved[s_plane[1]]], order=1, mode="nearest")
+    out = np.where(inside, values, 0.0).reshape(rows.shape).astype(np.float32)
+    return np.clip(out, 0.0, 1.0)
+
+
 def mapped_slice(mask: np.ndarray, support_slice: int, axis: int, support, query, transform) -> float:
     """The query slice index (continuous, along ``axis``) where the centroid of the support
     slice's mask lands through the inverse of ``transform``."""
@@ -497,10 +649,9 @@ def mapped_slice(mask: np.ndarray, support_slice: int, axis: int, support, query
     index[axis] = float(support_slice)
     index[[a for a in range(3) if a != axis][0]] = float(rows.mean())
     index[[a for a in range(3) if a != axis][1]] = float(cols.mean())
-    s_img = support.to_image()
-    point = s_img.TransformContinuousIndexToPhysicalPoint(index[::-1])
-    moved = transform.GetInverse().TransformPoint(point)
-    q_index = query.to_image().TransformPhysicalPointToContinuousIndex(moved)[::-1]
+    point = (support.ijk_to_lps @ np.append(index[::-1], 1.0))[:3]
+    moved = np.asarray(transform.GetInverse().TransformPoint(tuple(float(v) for v in point)))
+    q_index = (np.linalg.inv(query.ijk_to_lps) @ np.append(moved, 1.0))[:3][::-1]
     return float(q_index[axis])
 
 
@@ -524,9 +675,10 @@ def choose_start_slice(scores: Mapping[int, float], mapped: float) -> int:
 
 
 __all__ = [
-    "AffineConfig", "ChainStep", "Leg", "MeetingRule", "PriorHook", "REFINEMENT", "REGISTRATION",
-    "RegistrationConfig", "blend_soft", "blend_weight", "choose_start_slice", "crop_box", "ellipse",
-    "fuse_prior", "map_support_mask", "mapped_slice", "mm_to_pixels", "normalise_slice", "plan_legs",
-    "propagate_chain", "propagate_supports", "prototype_cosine", "refine_mask", "register_affine",
-    "register_and_warp", "start_candidates", "support_prototype", "walker_seeds",
+    "AffineConfig", "ChainStep", "HeldSoft", "KeyedPriorHook", "Leg", "MeetingRule", "PriorHook", "REFINEMENT",
+    "REGISTRATION", "RegistrationConfig", "SliceField", "affine_matrix", "affine_start", "blend_soft", "blend_weight",
+    "choose_start_slice", "crop_box", "ellipse", "fuse_prior", "map_support_mask", "map_support_slice",
+    "mapped_slice", "mm_to_pixels", "normalise_slice", "plan_legs", "propagate_chain", "propagate_chain_many",
+    "propagate_supports", "propagate_supports_many", "prototype_cosine", "refine_mask", "register_affine",
+    "register_and_warp", "register_slices", "start_candidates", "support_prototype", "walker_seeds",
 ]

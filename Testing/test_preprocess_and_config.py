@@ -138,3 +138,30 @@ def test_display_orientation_is_radiological():
     shown = view.image(img)
     pt = view.points(np.array([[1, 2]]), img.shape)[0]  # native (col 1, row 2) holds img[2, 1]
     assert shown[int(pt[1]), int(pt[0])] == img[2, 1]
+
+
+def test_registration_sections_reach_every_route_and_the_mode_has_its_threshold():
+    from SynPoLib.config import AffineConfig, MeetingRule, Mode, RegistrationConfig
+    from SynPoLib.errors import InputError
+    from SynPoLib.presets import build_config, config_rows
+
+    lite = preset("lite")
+    assert lite.propagation.mode == Mode.REGISTRATION and lite.registration == RegistrationConfig()
+    assert preset("paper").propagation.mode == Mode.SLICES
+    # --set, JSON and the Slicer table reach the registration and affine sections
+    cfg = build_config("lite", None, ["registration.meeting=nearest", "registration.margin_mm=12.5",
+                                      "affine.start_search_mm=5"])
+    assert cfg.registration.meeting is MeetingRule.NEAREST and cfg.registration.margin_mm == 12.5
+    assert cfg.affine.start_search_mm == 5
+    back = SynPoConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert back == cfg and isinstance(back.affine.shrink, tuple)
+    rows = {key for key, _, _ in config_rows("lite")}
+    assert {"registration.stop_threshold", "registration.backend_weight", "affine.shrink"} <= rows
+    with pytest.raises(InputError, match="registration.walker_beta"):
+        build_config("lite", None, ["registration.walker_beta=-1"])
+    with pytest.raises(ValueError, match="one value per level"):
+        AffineConfig(shrink=(2, 1))
+    # one auto-stop, one flag rule: the mode's own measured threshold replaces the other modes'
+    assert lite.mode_quality().stop_threshold == lite.registration.stop_threshold == 0.8
+    slices = lite.updated(**{"propagation.mode": Mode.SLICES})
+    assert slices.mode_quality() == slices.quality and slices.quality.stop_threshold == 0.85

@@ -37,6 +37,15 @@ ATLAS = "/usr/share/mricron/templates/aal.nii.gz"
 THALAMUS_L = 77
 
 
+def _slices_config():
+    """The lite preset in the paper's mode (this benchmark measures SynPo's modules;
+    the registration mode has benchmarks/bench_registration.py)."""
+    from SynPoLib import preset
+    from SynPoLib.config import Mode
+
+    return preset("lite").updated(**{"propagation.mode": Mode.SLICES})
+
+
 def load():
     import SimpleITK as sitk
 
@@ -48,14 +57,15 @@ def load():
 def part_split(n_slices: int) -> dict:
     from SynPoLib import Support, create_backend, segment_volume
 
+    SLICES = _slices_config()
     vol, mask = load()
     slices = np.flatnonzero(mask.any(axis=(1, 2)))
     middle = int(slices[len(slices) // 2])
     query = [int(s) for s in slices if s != middle][:n_slices]
     backend = create_backend("lite")
-    segment_volume(backend, vol, Support(vol, mask, [middle]), slices=query[:1])  # warm-up
+    segment_volume(backend, vol, Support(vol, mask, [middle]), slices=query[:1], config=SLICES)  # warm-up
     t = time.perf_counter()
-    result = segment_volume(backend, vol, Support(vol, mask, [middle]), slices=query)
+    result = segment_volume(backend, vol, Support(vol, mask, [middle]), slices=query, config=SLICES)
     wall = time.perf_counter() - t
     recs = [r for r in result.records if r.support_index >= 0]
     split = {k: float(np.mean([r.timings[k] for r in recs])) for k in ("encode", "decode", "synpo")}
@@ -134,7 +144,7 @@ def _memory_child(n_slices: int) -> None:
     base_now = _resident_mib()
     lo = max(0, middle - n_slices // 2)
     query = [s for s in range(lo, lo + n_slices + 1) if s != middle][:n_slices]
-    result = segment_volume(backend, vol, Support(vol, mask, [middle]), slices=query)
+    result = segment_volume(backend, vol, Support(vol, mask, [middle]), slices=query, config=_slices_config())
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     gc.collect()
     now = _resident_mib()

@@ -710,7 +710,7 @@ def report(results: dict) -> str:
         lines += [f"Per structure, {STOP_SIGNAL} at {BASE.stop_threshold:g}:", "",
                   "| structure | outside painted | inside missed | Dice range |", "|---|---|---|---|"]
         for s in SCOREBOARD_STRUCTURES:
-            r = simulate_stop(qc[s]["rows"], STOP_SIGNAL, BASE.stop_threshold, BASE.stop_after)
+            r = simulate_stop(qc[s]["rows"], STOP_SIGNAL, BASE.stop_threshold, QualityConfig().stop_after)
             lines.append(f"| {s} | {r['outside_painted']}/{r['n_outside']} | {r['inside_missed']}/{r['n_inside']} | "
                          f"{fmt(r['dice_range'])} |")
         lines.append("")

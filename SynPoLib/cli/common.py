@@ -7,6 +7,12 @@ import sys
 
 import numpy as np
 
+from ..config import Mode
+from ..presets import PRESETS
+
+#: --mode values: every mode of the volume driver
+MODE_CHOICES = tuple(m.value for m in Mode)
+
 
 def add_backend_arguments(p: argparse.ArgumentParser) -> None:
     """The model family and where it runs (segment, demo)."""
@@ -40,9 +46,16 @@ def add_method_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="JSON file of configuration sections (see SynPoLib.config)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override one parameter, e.g. --set points.n_negative=2 (repeatable)")
-    p.add_argument("--mode", choices=("slices", "propagate", "video", "hybrid"), default=None,
-                   help="slices: each slice from the support (the paper); propagate: also from the previous "
-                        "slice's result; video / hybrid: SAM2's video predictor (sam2/synpo backends)")
+    p.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                   help="the configuration to start from (default: the backend's: lite for LiteMedSAM, which runs "
+                        "the registration mode; paper for SAM 2.1): --preset paper runs the paper's method, "
+                        "slice by slice")
+    p.add_argument("--mode", choices=MODE_CHOICES, default=None,
+                   help="how slices are segmented (default: the preset's). registration: the labelled mask carried "
+                        "slice to slice by deformable registration, SynPo's similarity deciding where the "
+                        "structure ends (the lite default); slices: each slice from the support (the paper); "
+                        "propagate: also from the previous slice's result; video / hybrid: SAM2's video predictor "
+                        "(sam2/synpo backends)")
     p.add_argument("--no-auto-stop", action="store_true",
                    help="paint every slice in the range, even past the structure's end")
     p.add_argument("--largest-component", action="store_true",

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import Mode
 from ..errors import InputError
 from ..files import SegmentRequest, check_request, segment_files
 from ..paths import check_output_file
+from ..presets import PRESETS
 from .common import ProgressBar, add_backend_arguments
 
 HELP = "segment a brain structure in a real MRI from one slice, with Dice"
@@ -36,8 +38,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="AAL structure to segment (default: thalamus_l)")
     p.add_argument("--axis", type=int, default=0, choices=(0, 1, 2), help="slice axis (default: 0, axial)")
     add_backend_arguments(p)
-    p.add_argument("--mode", choices=("slices", "propagate", "video", "hybrid"), default=None,
-                   help="how slices are segmented (default: the backend preset's, slice by slice)")
+    p.add_argument("--mode", choices=tuple(m.value for m in Mode), default=None,
+                   help="how slices are segmented (default: the backend preset's; lite: registration)")
+    p.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                   help="the configuration to start from (default: the backend's; paper: the paper's method)")
     p.add_argument("--whole-volume", action="store_true",
                    help="segment every slice of the volume, not only the structure's: shows auto-stop")
     p.add_argument("--no-auto-stop", dest="auto_stop", action="store_false",
@@ -64,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(out / f"{name}.seg.nrrd", "--out")  # the folder can be made and written
     request = SegmentRequest(
         query=str(T1), support_mask=str(ATLAS), support_slice=[0], axis=args.axis, label=label,
-        backend=args.backend, device=args.device, mode=args.mode, no_auto_stop=not args.auto_stop,
+        backend=args.backend, device=args.device, mode=args.mode, preset=args.preset,
+        no_auto_stop=not args.auto_stop,
         out=str(out / f"{name}.seg.nrrd"), labelmap=str(out / f"{name}.nii.gz"), png=str(out / f"{name}.png"),
         confidence_png=str(out / f"{name}.confidence.png"), records=str(out / f"{name}.records.json"),
         reference=str(ATLAS), name=f"{name} (SynPo)", quiet=args.quiet)
@@ -90,7 +95,11 @@ def run(args: argparse.Namespace) -> int:
         set_slice(copy, s, args.axis, take_slice(mask, middle, args.axis))
     sel = [slice(None)] * 3
     sel[args.axis] = query
-    print(f"baseline (copy the support mask to every slice): Dice {dice(copy[tuple(sel)], mask[tuple(sel)]):.4f}")
+    copied = dice(copy[tuple(sel)], mask[tuple(sel)])
+    print(f"baseline (copy the support mask to every slice): Dice {copied:.4f}")
+    ours = dice(outcome.result.mask[tuple(sel)] > 0, mask[tuple(sel)])
+    print(f"Dice on the structure's {len(query)} other slices: SynPo, {outcome.mode} mode {ours:.4f} | "
+          f"copy the labelled slice {copied:.4f}")
     print(f"open {out / (args.structure + '.png')} to see the slices; load "
           f"{out / (args.structure + '.seg.nrrd')} on {T1} in 3D Slicer")
     return 0

@@ -26,6 +26,7 @@ from ..evaluation.datasets import (DATASETS, SCOREBOARD_STRUCTURES, Subject, aal
                                    fsmis_cases, resolve_structures)
 from ..evaluation.harness import evaluate
 from ..evaluation.methods import DEFAULT_ALPHAS, select_methods, standard_methods
+from ..evaluation.corrections import CORRECTION, CORRECTION_METHODS, CorrectionProtocol, correction_case
 from ..evaluation.protocols import FSMIS, QC, WITHIN, fsmis_case, pairing_case, qc_case, within_volume_case
 from ..evaluation.report import headline
 from ..presets import build_config
@@ -45,7 +46,13 @@ supports of their chunk, every other structure slice is scored. Protocol 2 label
 middle structure slice only and scores all the others. Dice is pooled over the scored
 slices; HD95 and ASSD are in mm on the scored slices.
 
-Methods: `synpo` = the lite preset; `ablation-*` = the paper's Table 2 rows
+Methods: `registration` = the lite preset, SynPo's default mode since issue 11: the
+labelled slice's mask carried slice by slice by deformable registration (SimpleITK
+Demons) and refined by a random walker (scikit-image), chains from neighbouring
+supports blended; `registration-alone` / `registration+fusion` = without the random
+walker / with LiteMedSAM's box mask averaged into the prior (weight 0.25);
+`synpo` = the paper's mode (every slice on its own) with the lite preset's prompts;
+`ablation-*` = the paper's Table 2 rows
 (`ablation-2-dino` needs a DINOv2 backbone, absent from LiteMedSAM); `persam-points` =
 one positive at the similarity maximum and one negative at its minimum as point prompts
 (PerSAM-style); `persam-box` = the same maximum through the lite prompt (the support-sized
@@ -55,13 +62,15 @@ no points; `propagate` = the propagate mode (each slice also prompted with the p
 slice's result). Every method of protocols 1 and 2 segments every structure
 slice (auto-stop off), as the paper does. The quality-control protocol queries 10 slices
 past each end of the structure and counts the slices painted where it is absent, with and
-without auto-stop. See `SynPoLib/evaluation/methods.py`."""
+without auto-stop (`registration+auto-stop`: the registration mode stopping where SynPo's
+prototype cosine falls). See `SynPoLib/evaluation/methods.py`."""
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", nargs="+", default=["all"],
-                   help="methods to run: all (default), alpha (the sweep), or names: synpo, propagate, ablation-1-sam, "
-                        "ablation-2-dino, ablation-3-psm, ablation-4-nrm, persam-points, persam-box, copy, alpha=A")
+                   help="methods to run: all (default), alpha (the sweep), or names: registration, registration-alone, "
+                        "registration+fusion, synpo, propagate, ablation-1-sam, ablation-2-dino, ablation-3-psm, "
+                        "ablation-4-nrm, persam-points, persam-box, copy, alpha=A")
     p.add_argument("--alphas", type=float, nargs="+", default=list(DEFAULT_ALPHAS),
                    help=f"alpha values of the sweep (default: {' '.join(f'{a:g}' for a in DEFAULT_ALPHAS)})")
     p.add_argument("--backend", default="lite", help="model family (default: lite)")
@@ -87,7 +96,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                            description="Evaluate on Colin27 T1 + the AAL atlas, within the one volume.")
     colin.add_argument("--structures", nargs="+",
                        help=f"AAL names (default: the scoreboard's {len(SCOREBOARD_STRUCTURES)})")
-    colin.add_argument("--protocols", nargs="+", choices=(FSMIS, WITHIN, QC), default=[FSMIS, WITHIN, QC])
+    colin.add_argument("--protocols", nargs="+", choices=(FSMIS, WITHIN, QC, CORRECTION),
+                       default=[FSMIS, WITHIN, QC, CORRECTION],
+                       help="fsmis, within, qc, and correction: a simulated user corrects the slice the review list "
+                            "puts first and runs again (Dice after 0, 1, 2, 3, 5 corrections per mode)")
+    colin.add_argument("--max-corrections", type=int, default=CorrectionProtocol().max_corrections,
+                       help="corrections the simulated user makes at most (correction protocol; default: "
+                            f"{CorrectionProtocol().max_corrections})")
     colin.add_argument("--qc-margin", type=int, default=10,
                        help="slices queried past each end of the structure in the qc protocol (default: 10)")
     colin.add_argument("--axis", type=int, choices=(0, 1, 2), default=0, help="slice axis (default: 0, axial)")
@@ -138,6 +153,8 @@ def _colin_cases(args, subject: Subject):
     for name, label in structures.items():  # structure-major: a structure's encodings serve both protocols
         for protocol in args.protocols:
             try:
+                if protocol == CORRECTION:
+                    continue  # its own cases: colin_correction_cases
                 if protocol == FSMIS:
                     cases.append(fsmis_case(name, subject.id, labels, subject.id, labels, label=label,
                                             axis=args.axis, tags=tags))
@@ -152,6 +169,18 @@ def _colin_cases(args, subject: Subject):
     return cases
 
 
+def _colin_correction_cases(args, subject: Subject):
+    if CORRECTION not in args.protocols:
+        return []
+    structures = resolve_structures(args.structures or list(SCOREBOARD_STRUCTURES), aal_labels())
+    _, labels = subject.load()
+    try:
+        return [correction_case(name, subject.id, labels, label=label, axis=args.axis,
+                                tags=(("dataset", "Colin27 + AAL"),)) for name, label in structures.items()]
+    except ProtocolError as exc:
+        raise InputError(str(exc)) from None
+
+
 def run(args: argparse.Namespace) -> int:
     _limit_threads(args.threads)
     backend = open_backend(args.backend, args.device)
@@ -161,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
         subject = colin_subject()
         subjects[subject.id] = subject
         cases = _colin_cases(args, subject)
+        correction_cases = _colin_correction_cases(args, subject)
         data = f"Colin27 T1 ({subject.image}) + AAL ({subject.labels}), axis {args.axis}"
         title = args.title or "SynPo scoreboard: Colin27 + AAL"
     elif args.source == "fsmis":
@@ -199,6 +229,14 @@ def run(args: argparse.Namespace) -> int:
         methods = select_methods(standard_methods(base, args.alphas), args.methods)
     except ValueError as exc:
         raise InputError(str(exc)) from None
+    if args.source != "colin":
+        correction_cases = []
+    correction_methods = [m for name in CORRECTION_METHODS for m in methods if m.name == name]
+    max_corrections = getattr(args, "max_corrections", CorrectionProtocol().max_corrections)
+    try:
+        correction_protocol = CorrectionProtocol(max_corrections=max_corrections)
+    except ValueError as exc:
+        raise InputError(f"--max-corrections {max_corrections}: {exc}") from None
     notes = None
     if args.notes:
         path = Path(args.notes)
@@ -212,7 +250,9 @@ def run(args: argparse.Namespace) -> int:
         cases, methods, backend, subjects, out=out, work=work, base_config=base, title=title, command=command,
         data=data, summary=Path(args.summary) if args.summary else None, notes=notes,
         preamble=COLIN_PREAMBLE if args.source == "colin" else None, montage_count=args.montage,
-        cache_size=args.cache_size, progress=not args.quiet, log=(lambda message: None) if args.quiet else print)
+        cache_size=args.cache_size, progress=not args.quiet, log=(lambda message: None) if args.quiet else print,
+        correction_cases=correction_cases, correction_methods=correction_methods,
+        correction_protocol=correction_protocol)
     print(f"{len(cases)} cases x {len(methods)} methods: computed {stats.computed} episodes in "
           f"{stats.seconds / 60:.1f} min, {stats.skipped} already stored or shared"
           + (f"; n/a: {', '.join(stats.unavailable)}" if stats.unavailable else ""))

@@ -11,7 +11,7 @@ import argparse
 from ..files import SegmentRequest, segment_files
 from .common import ProgressBar, add_backend_arguments, add_method_arguments, add_model_arguments
 
-HELP = "segment a structure in a volume from labelled support slice(s)"
+HELP = "segment one or several structures in a volume from labelled support slice(s)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,7 +22,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="index of the labelled slice(s) along --axis (k-shot: several)")
     p.add_argument("--axis", type=int, default=0, choices=(0, 1, 2),
                    help="array axis of the slices, in (k, j, i) order: 0 = k (default), 1 = j, 2 = i")
-    p.add_argument("--label", type=int, help="label value of the structure in --support-mask")
+    p.add_argument("--label", action="append", default=None, metavar="L",
+                   help="label value of the structure in --support-mask; repeat it for several structures in one run "
+                        "(one segment each, encoder passes shared), or 'all' for every label drawn on the support "
+                        "slice(s)")
     add_backend_arguments(p)
     add_model_arguments(p)
     p.add_argument("--range", dest="slice_range", help="query slices START:STOP, half-open (default: all)")
@@ -38,6 +41,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_method_arguments(p)
     p.add_argument("--confidence-png", help="write a plot of per-slice confidence with flagged slices")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    fix = p.add_argument_group("run again after corrections",
+                               "fix slices of a result's --labelmap, then run again with the same options: every "
+                               "corrected slice is one more labelled slice, only the slices between a correction and "
+                               "its neighbouring labelled slices are recomputed, corrected slices never change")
+    fix.add_argument("--corrected", metavar="LABELMAP",
+                     help="the last result's labelmap with your corrections (on the query's grid)")
+    fix.add_argument("--corrected-slices", type=int, nargs="+", default=(), metavar="N",
+                     help="the slices you corrected, this round and earlier ones")
+    fix.add_argument("--previous", metavar="LABELMAP",
+                     help="the result before your corrections: the slices that differ from --corrected are this "
+                          "round's (the others of --corrected-slices stay labelled slices, nothing more)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Mapping, Optional, Sequence
@@ -13,6 +14,7 @@ from ..io import atomic_path
 from ..preprocess import window_bounds
 from ..config import SynPoConfig
 from . import plots
+from .corrections import CorrectionProtocol, collect_curves, curve_plot, curve_section, run_correction_cases
 from .datasets import Subject
 from .methods import SYNPO, Method
 from .protocols import QC, Case
@@ -22,7 +24,9 @@ from .store import ResultStore
 
 
 #: methods drawn on the distance plot (all of them would be unreadable)
-DISTANCE_METHODS = (SYNPO, "ablation-4-nrm", "persam-points", "persam-box", "copy")
+DISTANCE_METHODS = (SYNPO, "ablation-4-nrm", "persam-points", "persam-box", "copy", "registration")
+#: methods whose worst slices are drawn
+MONTAGE_METHODS = (SYNPO, "registration")
 
 
 @dataclass
@@ -65,9 +69,15 @@ class _Bar:
 def evaluate(cases: Sequence[Case], methods: Sequence[Method], backend: Backend, subjects: Mapping[str, Subject],
              *, out: Path, work: Path, base_config: SynPoConfig, title: str, command: str, data: str,
              summary: Optional[Path] = None, notes: Optional[str] = None, preamble: Optional[str] = None,
-             montage_methods: Sequence[str] = (SYNPO,), montage_count: int = 12, cache_size: int = 160,
-             progress: bool = True, log: Callable[[str], None] = lambda msg: None) -> "tuple[Results, RunStats, Outputs]":
-    """Run every (case, method) not yet in ``work``'s store, then write the reports to ``out``."""
+             montage_methods: Sequence[str] = MONTAGE_METHODS, montage_count: int = 12, cache_size: int = 160,
+             progress: bool = True, log: Callable[[str], None] = lambda msg: None,
+             correction_cases: Sequence[Case] = (), correction_methods: Sequence[Method] = (),
+             correction_protocol: CorrectionProtocol = CorrectionProtocol()) -> "tuple[Results, RunStats, Outputs]":
+    """Run every (case, method) not yet in ``work``'s store, then write the reports to ``out``.
+
+    ``correction_cases`` x ``correction_methods``: the correction protocol
+    (:mod:`SynPoLib.evaluation.corrections`), stored and reported alongside.
+    """
     out, work = Path(out), Path(work)
     out.mkdir(parents=True, exist_ok=True)
     store = ResultStore(work)
@@ -76,20 +86,33 @@ def evaluate(cases: Sequence[Case], methods: Sequence[Method], backend: Backend,
     try:
         stats = run_cases(cases, methods, cached, subjects, store, progress=bar,
                           log=lambda message: bar.write(message, log))
+        if correction_cases and correction_methods:
+            started = time.perf_counter()
+            computed, skipped = run_correction_cases(correction_cases, correction_methods, cached, subjects, store,
+                                                     correction_protocol, progress=bar,
+                                                     log=lambda message: bar.write(message, log))
+            stats.computed += computed
+            stats.skipped += skipped
+            stats.seconds += time.perf_counter() - started
     finally:
         bar.close()
     results = collect(cases, methods, cached, store)
+    curves = collect_curves(correction_cases, correction_methods, cached, store, correction_protocol) \
+        if correction_cases else ([], [])
     outputs = write_reports(results, cases, store, subjects, out=out, base_config=base_config, title=title,
                             command=command, backend=cached.describe(), data=data, summary=summary, notes=notes,
-                            preamble=preamble, montage_methods=montage_methods, montage_count=montage_count)
+                            preamble=preamble, montage_methods=montage_methods, montage_count=montage_count,
+                            curves=curves, correction_protocol=correction_protocol)
     return results, stats, outputs
 
 
 def write_reports(results: Results, cases: Sequence[Case], store: ResultStore, subjects: Mapping[str, Subject], *,
                   out: Path, base_config: SynPoConfig, title: str, command: str, backend: str, data: str,
                   summary: Optional[Path] = None, notes: Optional[str] = None, preamble: Optional[str] = None,
-                  montage_methods: Sequence[str] = (SYNPO,), montage_count: int = 12) -> Outputs:
-    """CSV of every slice and volume, the plots, and the Markdown summary."""
+                  montage_methods: Sequence[str] = MONTAGE_METHODS, montage_count: int = 12,
+                  curves=([], []), correction_protocol: CorrectionProtocol = CorrectionProtocol()) -> Outputs:
+    """CSV of every slice and volume, the plots, and the Markdown summary (with the
+    correction curve when ``curves``, :func:`~.corrections.collect_curves`' answer, has rows)."""
     out = Path(out)
     summary = Path(summary) if summary else out / "summary.md"
     slices_csv = write_csv(out / "slices.csv", results.slices, SLICE_COLUMNS)
@@ -118,8 +141,14 @@ def write_reports(results: Results, cases: Sequence[Case], store: ResultStore, s
     sweep = plots.alpha_sweep(results, results.methods, out / "alpha_sweep.png")
     if sweep is not None:
         figures["negative interval sweep"] = sweep
+    curve_rows, per_case = curves
+    sections = curve_section(curve_rows, correction_protocol)
+    if curve_rows:
+        write_csv(out / "corrections.csv", per_case, list(per_case[0]))
+        figures["the correction curve: mean Dice against corrected slices"] = curve_plot(
+            curve_rows, out / "corrections.png", correction_protocol)
     text = markdown_summary(results, title=title, command=command, backend=backend, data=data, plots=figures,
-                            base=summary.parent, notes=notes, preamble=preamble)
+                            base=summary.parent, notes=notes, preamble=preamble, sections=sections)
     summary.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(summary) as tmp:
         tmp.write_text(text)

@@ -24,7 +24,19 @@ propagate           SynPo's propagate mode: each slice also prompted from the pr
                     result, outward from the support (made for LiteMedSAM)
 synpo+auto-stop     quality-control protocol only: SynPo with auto-stop (SynPoLib.volume.qc)
 propagate+auto-stop quality-control protocol only: the propagate mode with auto-stop
+registration        the registration mode (SynPoLib.volume.registration): Demons chain +
+                    random walker, k-shot chains blended, as the base configuration sets it
+registration-alone  its ablation: the registration prior thresholded, no random walker
+registration+fusion its ablation: the backend's box mask averaged into the prior (weight
+                    0.25) before the random walker
+registration+auto-stop  quality-control protocol only: the registration mode stopping where
+                    SynPo's prototype cosine says the structure ends
 ==================  ===========================================================================
+
+The SynPo rows (``synpo``, the ablations, the PerSAM-style baselines, the sweep) run the
+paper's mode, slice by slice, whatever mode the base configuration names; the
+``registration`` rows run the registration mode with the base configuration's
+``registration`` section.
 
 Every method of the paper's protocols segments every slice it is given (auto-stop off),
 as the paper does with slices known to hold the organ; only the ``+auto-stop`` methods
@@ -125,13 +137,27 @@ def _propagate(cfg: SynPoConfig) -> SynPoConfig:
     return cfg.updated(**{"propagation.mode": Mode.PROPAGATE})
 
 
+def _slices(cfg: SynPoConfig) -> SynPoConfig:
+    return cfg.updated(**{"propagation.mode": Mode.SLICES})
+
+
+def _registration(cfg: SynPoConfig, **changes) -> SynPoConfig:
+    cfg = cfg.updated(**{"propagation.mode": Mode.REGISTRATION})
+    return cfg.updated(**{f"registration.{k}": v for k, v in changes.items()}) if changes else cfg
+
+
+#: the backend fusion weight of the ``registration+fusion`` row (the study's best)
+FUSION_WEIGHT = 0.25
+
+
 def _auto_stop(cfg: SynPoConfig) -> SynPoConfig:
     return cfg.updated(**{"quality.auto_stop": True})
 
 
 def standard_methods(base: SynPoConfig, alphas: Sequence[float] = DEFAULT_ALPHAS) -> List[Method]:
     """Every method of the scoreboard, built from the backend's base configuration."""
-    base = base.updated(**{"quality.auto_stop": False})  # the paper's protocols: every slice
+    registered = base.updated(**{"quality.auto_stop": False})  # the paper's protocols: every slice
+    base = _slices(registered)
     everywhere = (FSMIS, WITHIN, PAIR, QC)
     methods = [
         Method(SYNPO, "SynPo (backend preset)", config=base, protocols=everywhere),
@@ -154,6 +180,14 @@ def standard_methods(base: SynPoConfig, alphas: Sequence[float] = DEFAULT_ALPHAS
                protocols=(QC,)),
         Method("propagate+auto-stop", "propagate mode, stopping by itself", config=_auto_stop(_propagate(base)),
                protocols=(QC,)),
+        Method("registration", "registration mode: Demons chain + random walker", config=_registration(registered),
+               protocols=everywhere),
+        Method("registration-alone", "registration mode without the random walker",
+               config=_registration(registered, refine=False)),
+        Method("registration+fusion", f"registration mode + the backend's mask (weight {FUSION_WEIGHT:g})",
+               config=_registration(registered, backend_weight=FUSION_WEIGHT)),
+        Method("registration+auto-stop", "registration mode, stopping where SynPo's similarity says",
+               config=_auto_stop(_registration(registered)), protocols=(QC,)),
     ]
     for alpha in alphas:
         methods.append(Method(f"alpha={alpha:g}", f"SynPo, negatives in [mu - {alpha:g} s, mu - ({alpha - 1.5:g}) s]",
@@ -195,6 +229,7 @@ class FeatureSubset(Backend):
         self.name = inner.name
         self.preset = inner.preset
         self.encoder_calls = inner.encoder_calls
+        self.multimask_max_points = inner.multimask_max_points
 
     @property
     def feature_keys(self) -> Sequence[str]:
@@ -222,5 +257,5 @@ def backend_for(method: Method, backend: Backend) -> Backend:
     return FeatureSubset(backend, keys)
 
 
-__all__ = ["COPY", "DEFAULT_ALPHAS", "FeatureSubset", "Method", "SYNPO", "backend_for", "select_methods",
+__all__ = ["COPY", "DEFAULT_ALPHAS", "FUSION_WEIGHT", "FeatureSubset", "Method", "SYNPO", "backend_for", "select_methods",
            "standard_methods", "sweep_config"]

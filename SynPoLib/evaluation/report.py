@@ -25,11 +25,18 @@ from .methods import COPY, SYNPO, Method
 from .protocols import QC, Case
 from .store import ResultStore
 
+#: the registration mode's row (SynPoLib.volume.registration)
+REGISTRATION = "registration"
 #: methods of the main table, in order (those absent from a run are left out)
 MAIN_METHODS = ("synpo", "ablation-1-sam", "ablation-2-dino", "ablation-3-psm", "ablation-4-nrm",
-                "persam-points", "persam-box", COPY, "propagate")
+                "persam-points", "persam-box", COPY, "propagate", REGISTRATION)
 #: methods of the quality-control table, in order
-QC_METHODS = ("synpo", "synpo+auto-stop", "propagate", "propagate+auto-stop")
+QC_METHODS = ("synpo", "synpo+auto-stop", "propagate", "propagate+auto-stop", REGISTRATION,
+              "registration+auto-stop")
+#: the registration mode's ablation, in order: each row adds one part
+REGISTRATION_METHODS = ("registration-alone", REGISTRATION, "registration+fusion")
+#: methods of the left / right table
+HEMISPHERE_METHODS = ("synpo", "persam-box", COPY, "propagate") + REGISTRATION_METHODS
 ABLATION_METHODS = ("ablation-1-sam", "ablation-2-dino", "ablation-3-psm", "ablation-4-nrm")
 BASELINES = ("persam-points", "persam-box", COPY)
 #: an encode share below this is a cache hit (hashing the image), not an encoder pass
@@ -254,6 +261,80 @@ def qc_summary(results: Results, method: str, protocol: str = QC) -> Optional[QC
 
 # --------------------------------------------------------------------------- Markdown
 
+LEFT, RIGHT = "_L", "_R"
+
+
+def won_against_copy(results: Results, protocol: str, method: str) -> Tuple[int, int]:
+    """(structures where ``method`` is strictly above copy, structures)."""
+    ours = structure_means(results, protocol, method)
+    copy = structure_means(results, protocol, COPY)
+    return sum(1 for s in ours if s in copy and ours[s][0] > copy[s][0]), len(ours)
+
+
+def hemisphere_mean(results: Results, protocol: str, method: str, suffix: str) -> Optional[Tuple[float, int, int]]:
+    """(mean Dice, structures above copy, structures) over the structures named ``*suffix``."""
+    ours = structure_means(results, protocol, method)
+    copy = structure_means(results, protocol, COPY)
+    chosen = [s for s in ours if s.endswith(suffix)]
+    if not chosen:
+        return None
+    won = sum(1 for s in chosen if s in copy and ours[s][0] > copy[s][0])
+    return _mean([ours[s][0] for s in chosen]), won, len(chosen)
+
+
+def shared_configurations(results: Results) -> List[List[str]]:
+    """Groups of rows computed once because they are one configuration (same fingerprint)."""
+    groups: Dict[str, List[str]] = defaultdict(list)
+    for row in results.volumes:
+        if row["method"] not in groups[row["fingerprint"]]:
+            groups[row["fingerprint"]].append(row["method"])
+    order = {m: i for i, m in enumerate(results.method_names())}
+    return sorted((sorted(g, key=lambda m: order.get(m, 0)) for g in groups.values() if len(g) > 1),
+                  key=lambda g: order.get(g[0], 0))
+
+
+def _registration_sections(results: Results, names: Sequence[str]) -> List[str]:
+    """The registration mode's ablation, the left / right split, the shared configurations."""
+    out: List[str] = []
+    protocols = [p for p in results.protocols() if p != QC]
+    rows = [m for m in REGISTRATION_METHODS if m in names]
+    if rows and protocols:
+        out += ["## Registration mode: ablation", "",
+                "Mean Dice over structures (structures above copy); each row adds one part.", "",
+                "| row | " + " | ".join(protocols) + " |", "|---|" + "---|" * len(protocols)]
+        for m in rows:
+            method = next(x for x in results.methods if x.name == m)
+            cells = []
+            for protocol in protocols:
+                agg = aggregate(results, protocol, m)
+                won = won_against_copy(results, protocol, m) if COPY in names else None
+                cells.append("-" if agg is None else f"{_fmt(agg.mean)}" + (f" ({won[0]}/{won[1]})" if won else ""))
+            out.append(f"| {m}: {method.description} | " + " | ".join(cells) + " |")
+        out += [""]
+    shown = [m for m in HEMISPHERE_METHODS if m in names and m not in results.unavailable]
+    if shown and protocols:
+        header = [f"{p} {side}" for p in protocols for side in ("left", "right")]
+        out += ["## Left and right hemispheres", "",
+                "Mean Dice over the 8 left (`_L`) and the 8 right (`_R`) structures (structures above copy). "
+                "The registration mode's parameters were chosen on the left 8 only "
+                "(docs/registration-study.md): the right 8 are untouched by any choice.", "",
+                "| method | " + " | ".join(header) + " |", "|---|" + "---|" * len(header)]
+        for m in shown:
+            cells = []
+            for p in protocols:
+                for suffix in (LEFT, RIGHT):
+                    h = hemisphere_mean(results, p, m, suffix)
+                    cells.append("-" if h is None else f"{_fmt(h[0])}" + ("" if m == COPY else f" ({h[1]}/{h[2]})"))
+            out.append(f"| {m} | " + " | ".join(cells) + " |")
+        out += [""]
+    groups = shared_configurations(results)
+    if groups:
+        out += ["## Rows that share a configuration", "",
+                "These rows are one configuration on this backend (the same fingerprint), computed once and "
+                "reported under each name; their numbers are identical by construction:", ""]
+        out += [f"- {' = '.join(f'`{m}`' for m in g)}" for g in groups] + [""]
+    return out
+
 def _fmt(value: float, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
@@ -287,10 +368,15 @@ def _qc_section(results: Results, names: Sequence[str]) -> List[str]:
     stopping = [m for m in results.methods if m.name in names and m.config is not None
                 and m.config.quality.auto_stop]
     if stopping:
-        q = stopping[0].config.quality
-        out += ["", f"Auto-stop (SynPoLib.volume.qc): {q.stop_after} consecutive slices below {q.stop_threshold:g} of "
-                "the support's own confidence end a direction; those slices are left empty and the rest of "
-                "the direction is not segmented.", ""]
+        out += [""]
+        for m in stopping:
+            q = m.config.mode_quality()
+            signal = ("the prototype cosine under the slice's mask (1.0 on the support)"
+                      if m.config.propagation.mode.value == REGISTRATION else "the support's own confidence")
+            out.append(f"- `{m.name}` (SynPoLib.volume.qc): {q.stop_after} consecutive slices below "
+                       f"{q.stop_threshold:g} of {signal} end a direction; those slices are left empty and the "
+                       "rest of the direction is not segmented.")
+        out += [""]
     return out
 
 
@@ -317,8 +403,9 @@ def headline(results: Results) -> List[str]:
                                                   for m, r in rows))
             continue
         parts = []
-        for name, title in ((SYNPO, "SynPo"), ("persam-points", "PerSAM-style points"),
-                            ("persam-box", "PerSAM-style box"), (COPY, "copy")):
+        for name, title in ((REGISTRATION, "registration mode"), (SYNPO, "SynPo slice by slice"),
+                            ("persam-points", "PerSAM-style points"), ("persam-box", "PerSAM-style box"),
+                            (COPY, "copy")):
             agg = aggregate(results, protocol, name) if name in names else None
             if agg is not None:
                 parts.append(f"{title} {_fmt(agg.mean)}")
@@ -326,6 +413,11 @@ def headline(results: Results) -> List[str]:
             continue
         n = len(results.structures(protocol))
         lines.append(f"- **{protocol}** (mean Dice over {n} structures): " + " | ".join(parts))
+        if REGISTRATION in names and COPY in names:
+            lost = losses(results, protocol, REGISTRATION, (COPY,))[COPY]
+            won, _ = won_against_copy(results, protocol, REGISTRATION)
+            shown = ", ".join(f"{s} ({a:.3f} vs {b:.3f})" for s, a, b in lost) or "none"
+            lines.append(f"  - registration mode above copy on {won}/{n}; below it on {len(lost)}/{n}: {shown}")
         if SYNPO in names:
             for baseline, lost in losses(results, protocol).items():
                 if baseline in names and lost:
@@ -336,8 +428,9 @@ def headline(results: Results) -> List[str]:
 
 def markdown_summary(results: Results, *, title: str, command: str, backend: str, data: str,
                      plots: Dict[str, Path], base: Path, notes: Optional[str] = None,
-                     preamble: Optional[str] = None) -> str:
-    """The Markdown summary; plot links are written relative to ``base`` (the file's folder)."""
+                     preamble: Optional[str] = None, sections: Sequence[str] = ()) -> str:
+    """The Markdown summary; plot links are written relative to ``base`` (the file's folder).
+    ``sections``: more Markdown lines, placed before the plots (the correction curve)."""
     names = results.method_names()
     main = [m for m in MAIN_METHODS if m in names]
     alphas = [m for m in results.methods if m.name.startswith("alpha=")]
@@ -401,6 +494,7 @@ def markdown_summary(results: Results, *, title: str, command: str, backend: str
                 + (f": {len(encodes)} slices encoded in this protocol, {np.mean(encodes):.2f} s each." if encodes
                    else " (every slice was already encoded)."), ""]
 
+    out += _registration_sections(results, names)
     abl = [m for m in ABLATION_METHODS if m in names]
     if abl:
         out += ["## Ablation (paper Table 2 rows)", "", "| row | " + " | ".join(results.protocols()) + " |",
@@ -432,6 +526,7 @@ def markdown_summary(results: Results, *, title: str, command: str, backend: str
         out += ["", f"Prompt strategy of the sweep: `{strategy}` (it passes the negatives to the decoder).", ""]
     if results.unavailable:
         out += ["Not run: " + "; ".join(f"{k} ({v})" for k, v in results.unavailable.items()), ""]
+    out += list(sections)
     if plots:
         out += ["## Plots", ""]
         for caption, path in plots.items():
@@ -442,7 +537,8 @@ def markdown_summary(results: Results, *, title: str, command: str, backend: str
     return "\n".join(out).rstrip() + "\n"
 
 
-__all__ = ["ABLATION_METHODS", "Aggregate", "BASELINES", "MAIN_METHODS", "QCRow", "QC_METHODS", "Results",
+__all__ = ["ABLATION_METHODS", "Aggregate", "BASELINES", "HEMISPHERE_METHODS", "MAIN_METHODS", "QCRow", "QC_METHODS",
+           "REGISTRATION_METHODS", "Results", "hemisphere_mean", "shared_configurations", "won_against_copy",
            "SLICE_COLUMNS",
            "VOLUME_COLUMNS", "aggregate", "collect", "headline", "losses", "markdown_summary", "read_csv",
            "qc_summary", "structure_means", "write_csv"]

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -33,12 +33,13 @@ from ..errors import InputError
 from ..io import ImageInfo, Volume, inspect_image, same_geometry
 from ..paths import check_distinct, check_output_file
 from ..preprocess import window_bounds
-from ..presets import build_config
+from ..presets import PRESETS, build_config
 from .inputs import SAM2_BACKENDS, parse_range
 
 #: request field -> its command-line flag, inputs first
 INPUT_FLAGS = {"query": "--query", "support": "--support", "support_mask": "--support-mask",
-               "reference": "--reference", "config": "--config"}
+               "reference": "--reference", "config": "--config", "corrected": "--corrected",
+               "previous": "--previous"}
 OUTPUT_FLAGS = {"out": "--out", "labelmap": "--labelmap", "png": "--png", "confidence_png": "--confidence-png",
                 "records": "--records"}
 #: what each output may be written as. Labelmaps: the single-file formats SimpleITK
@@ -70,6 +71,18 @@ class CheckedRequest:
     #: query slices to segment (None: all)
     slices: Optional[range]
     support_slices: Tuple[int, ...]
+    #: --label: None (the mask's one label), "all", or the label values (several: one run)
+    labels: Union[None, str, Tuple[int, ...]] = None
+    #: a run again after corrections: the headers of --corrected and --previous, and
+    #: the slices given with --corrected-slices
+    corrected: Optional[ImageInfo] = None
+    previous: Optional[ImageInfo] = None
+    corrected_slices: Tuple[int, ...] = ()
+
+    @property
+    def several(self) -> bool:
+        """Several structures in one run (``--label`` repeated or ``all``)."""
+        return self.labels == ALL or (self.labels is not None and len(self.labels) > 1)
 
 
 @dataclass(frozen=True)
@@ -83,6 +96,16 @@ class LoadedInputs:
     #: the intensity windows of the query and of the support volume (one each, for the run)
     query_window: Tuple[float, float] = (0.0, 1.0)
     support_window: Tuple[float, float] = (0.0, 1.0)
+    #: several structures: label -> its voxels in the support mask / in the reference,
+    #: in the order they are segmented (``mask`` is the first one's)
+    masks: Dict[int, np.ndarray] = field(default_factory=dict)
+    references: Dict[int, np.ndarray] = field(default_factory=dict)
+    #: a run again: label (0 for a one-structure run) -> the structure as the user left
+    #: it in --corrected, the slices corrected since --previous (or --corrected-slices),
+    #: and the corrected slices of earlier rounds
+    current: Dict[int, np.ndarray] = field(default_factory=dict)
+    corrected: Dict[int, Tuple[int, ...]] = field(default_factory=dict)
+    earlier: Dict[int, Tuple[int, ...]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- values
@@ -105,6 +128,37 @@ def _numbers(values, flag: str, names: str, example: str) -> Tuple[float, ...]:
         raise InputError(f"{flag} {' '.join(f'{v:g}' for v in out)}: {names} must be finite numbers, "
                          f"e.g. {example}")
     return out
+
+
+#: ``--label all``: every label drawn on the support slices
+ALL = "all"
+
+
+def requested_labels(value) -> Union[None, str, Tuple[int, ...]]:
+    """``--label`` as given (one value, repeated values, or ``all``): None (the support
+    mask's one label), ``"all"``, or the label values in the order given."""
+    if value is None:
+        return None
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not items:
+        return None
+    if any(isinstance(v, str) and v.strip().lower() == ALL for v in items):
+        if len(items) > 1:
+            raise InputError("--label all takes every label drawn on the support slices: give it alone")
+        return ALL
+    out = []
+    for v in items:
+        if isinstance(v, str):
+            try:
+                v = int(v.strip())
+            except ValueError:
+                raise InputError(f"--label {v!r} is not a label value: give whole numbers, or all") from None
+        v = _whole(v, "--label")
+        if v == 0:
+            raise InputError("--label 0 is the background: give the structure's label value")
+        if v not in out:
+            out.append(v)
+    return tuple(out)
 
 
 def check_values(r) -> Tuple[int, ...]:
@@ -130,13 +184,28 @@ def check_values(r) -> Tuple[int, ...]:
     if not raw:
         raise InputError("--support-slice is required: give the index of the labelled slice")
     slices = tuple(sorted(set(_whole(s, f"--support-slice {s!r}") for s in raw)))
-    for flag, value in (("--label", r.label), ("--reference-label", r.reference_label)):
-        if value is not None:
-            value = _whole(value, flag)
-            if value == 0:
-                raise InputError(f"{flag} 0 is the background: give the structure's label value")
+    labels = requested_labels(r.label)
+    several = labels == ALL or (labels is not None and len(labels) > 1)
+    if r.reference_label is not None:
+        if _whole(r.reference_label, "--reference-label") == 0:
+            raise InputError("--reference-label 0 is the background: give the structure's label value")
+        if several:
+            raise InputError("--reference-label applies to one --label; with several, the reference must hold the "
+                             "same label values as --support-mask")
     if r.reference_label is not None and not r.reference:
         raise InputError("--reference-label needs --reference (the labelmap it refers to)")
+    if several:
+        for flag, value in (("--name", r.name), ("--color", r.color)):
+            if value is not None:
+                raise InputError(f"{flag} applies to one structure; with several --label values each segment is "
+                                 "named after its label and gets its own colour")
+    corrected_slices = tuple(sorted(set(_whole(s, f"--corrected-slices {s!r}") for s in (r.corrected_slices or ()))))
+    if (corrected_slices or r.previous) and not r.corrected:
+        raise InputError(f"{'--corrected-slices' if corrected_slices else '--previous'} needs --corrected (the "
+                         "labelmap of the last result with your corrections)")
+    if r.corrected and not (corrected_slices or r.previous):
+        raise InputError("--corrected: say which slices you corrected, with --corrected-slices N [N ...] or "
+                         "--previous OLD (the result before your corrections: the slices that differ)")
     if r.batch_size is not None and _whole(r.batch_size, "--batch-size") < 1:
         raise InputError(f"--batch-size must be >= 1, got {r.batch_size}")
     if r.window is not None:
@@ -173,8 +242,11 @@ def check_config(r) -> SynPoConfig:
         extra["quality.auto_stop"] = ("--no-auto-stop", False)
     if r.largest_component:
         extra["quality.largest_component"] = ("--largest-component", True)
+    name = getattr(r, "preset", None)
+    if name is not None and name not in PRESETS:
+        raise InputError(f"--preset {name!r} is unknown; choose from {', '.join(sorted(PRESETS))}")
     assignments = [r.set] if isinstance(r.set, str) else list(r.set or ())  # one line given as a string
-    cfg = build_config(PRESET_OF[r.backend], r.config, assignments, extra)
+    cfg = build_config(name or PRESET_OF[r.backend], r.config, assignments, extra)
     mode = cfg.propagation.mode
     if mode in VIDEO_MODES and r.backend not in SAM2_BACKENDS:
         source = f"--mode {r.mode}" if r.mode else f"propagation.mode={mode.value} (--config/--set)"
@@ -211,6 +283,8 @@ def check_request(request) -> CheckedRequest:
     support = inspect_image(r.support, "--support") if r.support else query
     mask = inspect_image(r.support_mask, "--support-mask")
     reference = inspect_image(r.reference, "--reference") if r.reference else None
+    corrected = inspect_image(r.corrected, "--corrected") if r.corrected else None
+    previous = inspect_image(r.previous, "--previous") if r.previous else None
     # an output that is an input is named as such first: "--records is the --support-mask file"
     # says more than "--records must end in .json"
     check_distinct([(flag, getattr(r, f)) for f, flag in OUTPUT_FLAGS.items()],
@@ -226,6 +300,12 @@ def check_request(request) -> CheckedRequest:
         if problem:
             raise InputError(f"--reference {r.reference} is not on the query's grid: {problem}; "
                              "resample it onto the query")
+    for flag, path, info in (("--corrected", r.corrected, corrected), ("--previous", r.previous, previous)):
+        if info is not None:
+            problem = same_geometry(query, info)
+            if problem:
+                raise InputError(f"{flag} {path} is not on the query's grid: {problem}; it must be a labelmap "
+                                 "SynPo wrote for this query (--labelmap), with your corrections")
     axis = int(r.axis)
     n = support.shape[axis]
     for s in support_slices:
@@ -247,8 +327,14 @@ def check_request(request) -> CheckedRequest:
             raise InputError(f"--range {r.slice_range} reaches past the query's last slice: it has {n_query} "
                              f"slices along axis {axis}, so STOP <= {n_query}")
         slices = range(start, stop)
+    corrected_slices = tuple(sorted(set(int(c) for c in (r.corrected_slices or ()))))
+    for c in corrected_slices:
+        if not 0 <= c < n_query:
+            raise InputError(f"--corrected-slices {c} is outside the query: 0..{n_query - 1} along axis {axis}")
     return CheckedRequest(request=r, query=query, support=support, support_mask=mask, reference=reference,
-                          config=config, slices=slices, support_slices=support_slices)
+                          config=config, slices=slices, support_slices=support_slices,
+                          labels=requested_labels(r.label), corrected=corrected, previous=previous,
+                          corrected_slices=corrected_slices)
 
 
 # --------------------------------------------------------------------------- voxels
@@ -288,7 +374,8 @@ def select_structure(array: np.ndarray, label: Optional[int], flag: str, path: s
 
 
 def check_loaded(checked: CheckedRequest, query: Volume, support: Volume, mask: Volume,
-                 reference: Optional[Volume] = None) -> LoadedInputs:
+                 reference: Optional[Volume] = None, corrected_vol: Optional[Volume] = None,
+                 previous_vol: Optional[Volume] = None) -> LoadedInputs:
     """What only the voxels tell, on the arrays the run reads anyway."""
     r = checked.request
     windows = []
@@ -303,21 +390,90 @@ def check_loaded(checked: CheckedRequest, query: Volume, support: Volume, mask: 
             windows.append(window_bounds(volume.array, checked.config.window))
         except InputError as exc:
             raise InputError(f"{flag} {volume.path}: {exc}") from None
-    structure = select_structure(mask.array, r.label, "--support-mask", r.support_mask)
     axis = int(r.axis)
-    for s in checked.support_slices:
-        if not np.take(structure, s, axis=axis).any():
+    labels = _structure_labels(checked, mask)
+    masks = {}
+    for label in labels:
+        structure = select_structure(mask.array, label, "--support-mask", r.support_mask)
+        drawn_on = [s for s in checked.support_slices if np.take(structure, s, axis=axis).any()]
+        if not drawn_on or (not checked.several and len(drawn_on) < len(checked.support_slices)):
+            s = next(s for s in checked.support_slices if s not in drawn_on)
             drawn = np.flatnonzero(structure.any(axis=tuple(a for a in range(3) if a != axis)))
             near = drawn[np.argsort(np.abs(drawn - s))[:3]] if len(drawn) else []
-            raise InputError(f"--support-slice {s}: the structure is absent from support slice {s} (axis {axis}); "
+            what = f"label {label}" if checked.several else "the structure"
+            raise InputError(f"--support-slice {s}: {what} is absent from support slice {s} (axis {axis}); "
                              f"pick a slice where it is labelled (nearest: {', '.join(str(int(v)) for v in near)})")
-    truth = None
+        masks[label] = structure
+    structure = masks[labels[0]]
+    truth, truths = None, {}
     if reference is not None:
-        ref_label = r.reference_label if r.reference_label is not None else r.label
-        truth = select_structure(reference.array, ref_label, "--reference", r.reference,
-                                 "--reference-label" if r.reference_label is not None else "--reference-label/--label")
-    return LoadedInputs(mask=structure, reference=truth, query_window=windows[0], support_window=windows[1])
+        if checked.several:
+            present = set(int(v) for v in _label_values(reference.array, "--reference", r.reference))
+            truths = {label: reference.array == label for label in labels if label in present}
+            missing = [label for label in labels if label not in present]
+            if missing:
+                raise InputError(f"--reference {r.reference} lacks label(s) {', '.join(map(str, missing))}: with "
+                                 "several --label values it must hold the same labels as --support-mask")
+        else:
+            ref_label = r.reference_label if r.reference_label is not None else labels[0]
+            truth = select_structure(reference.array, ref_label, "--reference", r.reference,
+                                     "--reference-label" if r.reference_label is not None else
+                                     "--reference-label/--label")
+    current, corrected, earlier = _corrections(checked, labels, corrected_vol, previous_vol)
+    return LoadedInputs(mask=structure, reference=truth, query_window=windows[0], support_window=windows[1],
+                        masks=masks if checked.several else {}, references=truths, current=current,
+                        corrected=corrected, earlier=earlier)
 
 
-__all__ = ["CheckedRequest", "INPUT_FLAGS", "LoadedInputs", "OUTPUT_FLAGS", "OUTPUT_SUFFIXES", "check_config",
-           "check_loaded", "check_outputs", "check_request", "check_values", "select_structure"]
+def _structure_labels(checked: CheckedRequest, mask: Volume) -> List[Optional[int]]:
+    """The labels segmented, in order: the one asked for (or None: the mask's only one),
+    the ones asked for, or every label drawn on a support slice (``all``)."""
+    r = checked.request
+    if checked.labels is None:
+        return [None]
+    if checked.labels != ALL:
+        return list(checked.labels)
+    axis = int(r.axis)
+    values = set()
+    for s in checked.support_slices:
+        plane = np.take(mask.array, s, axis=axis)
+        values |= set(int(v) for v in _label_values(plane, "--support-mask", r.support_mask))
+    if not values:
+        raise InputError(f"--label all: no label is drawn on support slice(s) "
+                         f"{', '.join(map(str, checked.support_slices))} of --support-mask {r.support_mask}")
+    return sorted(values)
+
+
+def _corrections(checked: CheckedRequest, labels: List[Optional[int]], corrected_vol: Optional[Volume],
+                 previous_vol: Optional[Volume]):
+    """A run again: each structure in --corrected, and which slices the user corrected."""
+    r = checked.request
+    if corrected_vol is None:
+        return {}, {}, {}
+    axis = int(r.axis)
+    other = tuple(a for a in range(3) if a != axis)
+    _label_values(corrected_vol.array, "--corrected", r.corrected)  # refuses NaN and fractions
+    if previous_vol is not None:
+        _label_values(previous_vol.array, "--previous", r.previous)
+    current, corrected, earlier = {}, {}, {}
+    given = set(checked.corrected_slices)
+    for label in labels:
+        key = 0 if label is None else label
+        # one structure: the labelmap SynPo wrote holds 1; several: each its label value
+        now = corrected_vol.array != 0 if not checked.several else corrected_vol.array == label
+        current[key] = now
+        if previous_vol is None:
+            new = set(given)
+        else:
+            before = previous_vol.array != 0 if not checked.several else previous_vol.array == label
+            new = set(int(q) for q in np.flatnonzero((now != before).any(axis=other)))
+        corrected[key] = tuple(sorted(new))
+        earlier[key] = tuple(sorted(given - new))
+    if not any(corrected.values()):
+        raise InputError(f"--corrected {r.corrected} does not differ from --previous {r.previous} on any slice: "
+                         "correct the slices that are wrong first (or list them with --corrected-slices)")
+    return current, corrected, earlier
+
+
+__all__ = ["ALL", "CheckedRequest", "INPUT_FLAGS", "LoadedInputs", "OUTPUT_FLAGS", "OUTPUT_SUFFIXES", "check_config",
+           "check_loaded", "check_outputs", "check_request", "check_values", "requested_labels", "select_structure"]

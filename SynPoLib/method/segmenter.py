@@ -62,6 +62,9 @@ class SliceResult:
     iou: float
     #: low-resolution logits of the final mask (the next slice's mask input)
     low_res: Optional[np.ndarray] = None
+    #: the prototype similarity map (SAM features) on the R x R ROI: what masks are
+    #: scored with, and what decides a pixel two structures claim
+    similarity: Optional[np.ndarray] = None
     #: seconds spent in the decoder, and in SynPo's own work (CMSM + PSM + NRM)
     timings: Dict[str, float] = field(default_factory=dict)
     notes: Tuple[str, ...] = ()
@@ -82,12 +85,14 @@ class SynPoSegmenter:
     def roi_size(self) -> int:
         return self.config.geometry.roi_size
 
-    def prepare_support(self, encoded: EncodedSlice, mask_roi: np.ndarray) -> SupportContext:
-        """Prototypes and background Gaussian of a support slice (its mask on the ROI)."""
+    def prepare_support(self, encoded: EncodedSlice, mask_roi: np.ndarray,
+                        valid: Optional[np.ndarray] = None) -> SupportContext:
+        """Prototypes and background Gaussian of a support slice (its mask on the ROI);
+        ``valid`` marks the ROI pixels that show the slice (not the padding)."""
         mask_roi = np.asarray(mask_roi, dtype=bool)
         if not mask_roi.any():
             raise ValueError("support mask is empty on its slice")
-        synergy = prepare_support(encoded.features, mask_roi, self.config.synergy)
+        synergy = prepare_support(encoded.features, mask_roi, self.config.synergy, valid)
         rows, cols = np.nonzero(mask_roi)
         self_maps = query_synergy(encoded.features, synergy, self.config.synergy, self.roi_size)
         return SupportContext(synergy=synergy, box_wh=support_box_size(mask_roi),
@@ -159,8 +164,17 @@ class SynPoSegmenter:
             return pred
 
         pred = decode(prompt, first_mask_input, cfg.prompt.multimask)
-        chosen = self._choose(pred, maps.sam)
         notes = list(points.notes)
+        both = len(pred.logits) > 1 and self.single_mask_too(prompt)
+        if both:
+            single = decode(prompt, first_mask_input, False)
+            pred = Prediction(logits=np.concatenate([pred.logits, single.logits]),
+                              iou=np.concatenate([pred.iou, single.iou]),
+                              low_res=np.concatenate([pred.low_res, single.low_res]))
+        chosen = self._choose(pred, maps.sam)
+        if both:
+            notes.append(f"decoded {len(pred.logits) - 1} masks and 1; kept the "
+                         + ("one-mask decode" if chosen == len(pred.logits) - 1 else f"multimask output {chosen}"))
         for _ in range(cfg.refine.rounds):
             component, _ = best_component(pred.masks[chosen], maps.sam, cfg.refine)
             if not component.any():
@@ -184,8 +198,18 @@ class SynPoSegmenter:
         return SliceResult(
             logits=logits, points=points, box=prompt.box,
             score=mask_score(final, maps.sam), synergy_score=mask_score(final, maps.syn),
-            iou=float(pred.iou[chosen]), low_res=pred.low_res[chosen],
+            iou=float(pred.iou[chosen]), low_res=pred.low_res[chosen], similarity=maps.sam,
             timings={"decode": decode_time, "synpo": total - decode_time}, notes=tuple(notes))
+
+    def single_mask_too(self, prompt: DecoderPrompt) -> bool:
+        """Whether the first decode also asks for one mask (``prompt.single_mask_too``):
+        the prompt holds more points than the decoder's multimask tokens serve."""
+        cfg = self.config.prompt
+        limit = getattr(self.backend, "multimask_max_points", None)
+        if not (cfg.multimask and cfg.single_mask_too) or limit is None:
+            return False
+        n_points = (0 if prompt.points is None else len(prompt.points)) + (0 if prompt.box is None else 2)
+        return n_points > limit
 
     def _choose(self, pred: Prediction, sam_map: np.ndarray) -> int:
         """Index of the mask to keep among the decoder's outputs (the one most like the support's prototype [A])."""

@@ -13,7 +13,7 @@ scored the same way, giving the vector whose Gaussian fit places the negative pr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Mapping, Tuple
+from typing import Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -62,11 +62,18 @@ class Prototype:
 
 
 def build_prototype(features: np.ndarray, grid_mask: np.ndarray,
-                    form: PrototypeForm = PrototypeForm.PAPER) -> Prototype:
-    """Summarise support features (C, h, w) under a feature-grid mask (h, w)."""
+                    form: PrototypeForm = PrototypeForm.PAPER,
+                    valid_grid: Optional[np.ndarray] = None) -> Prototype:
+    """Summarise support features (C, h, w) under a feature-grid mask (h, w).
+
+    ``valid_grid`` marks the tokens that show the slice: the background scores are
+    taken on the valid tokens outside the mask only (None: every token)."""
     if features.shape[1:] != grid_mask.shape:
         raise ValueError(f"feature grid {features.shape[1:]} and mask grid {grid_mask.shape} differ")
     flat_mask = grid_mask.reshape(-1)
+    flat_valid = np.ones_like(flat_mask) if valid_grid is None else np.asarray(valid_grid, bool).reshape(-1)
+    if flat_valid.shape != flat_mask.shape:
+        raise ValueError(f"valid grid {np.shape(valid_grid)} and mask grid {grid_mask.shape} differ")
     if not flat_mask.any():
         raise ValueError("no support foreground token on the feature grid")
     if form == PrototypeForm.PAPER:
@@ -80,7 +87,7 @@ def build_prototype(features: np.ndarray, grid_mask: np.ndarray,
     else:  # pragma: no cover - enum exhausts the cases
         raise ValueError(f"unknown prototype form {form!r}")
     vector = vector.astype(np.float32)
-    background = rows[~flat_mask] @ vector
+    background = rows[~flat_mask & flat_valid] @ vector
     return Prototype(vector=vector, background_scores=background.astype(np.float32),
                      n_foreground=int(flat_mask.sum()))
 
@@ -127,16 +134,26 @@ class SupportSynergy:
     sigma: float
 
 
+def valid_to_grid(valid: np.ndarray, grid: Tuple[int, int]) -> np.ndarray:
+    """The feature cells that mostly show the slice (more than half of their area is not
+    the padding ``keep_aspect`` adds around it)."""
+    return area_fraction(np.asarray(valid, bool), grid) > 0.5
+
+
 def prepare_support(features: Mapping[str, np.ndarray], mask: np.ndarray,
-                    cfg: SynergyConfig) -> SupportSynergy:
+                    cfg: SynergyConfig, valid: Optional[np.ndarray] = None) -> SupportSynergy:
     """Prototypes, fused background vector and its Gaussian for one support slice.
 
     ``mask`` is the support mask on the R x R ROI; each backbone's grid may differ.
+    ``valid`` (R x R) marks the pixels that show the slice: with ``keep_aspect`` the
+    slice is padded into the square, and padding tokens are no part of the support's
+    background, whose Gaussian places the negatives (None: every pixel shows it).
     """
     prototypes = {}
     for name, feat in features.items():
         grid_mask = mask_to_grid(mask, feat.shape[1:], cfg.mask_threshold)
-        prototypes[name] = build_prototype(feat, grid_mask, cfg.prototype)
+        valid_grid = None if valid is None else valid_to_grid(valid, feat.shape[1:])
+        prototypes[name] = build_prototype(feat, grid_mask, cfg.prototype, valid_grid)
     grids = {features[name].shape[1:] for name in features}
     if len(grids) != 1:
         raise ValueError(f"backbones must share one feature grid to fuse, got {sorted(grids)}")

@@ -287,6 +287,38 @@ def support_slices_from_segment(volume_node, segmentation_node, segment_id: str)
     return axis, labelled_slices(mask, axis)
 
 
+#: segment tag SynPo sets on the segments it writes, so they are never taken for a
+#: user's labelled structure (they hold the labelled slice too)
+RESULT_TAG = "SynPo.result"
+
+
+def is_result_segment(segmentation_node, segment_id: str) -> bool:
+    """Whether SynPo wrote this segment (a run's result, not a user's label)."""
+    import vtk
+
+    segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
+    value = vtk.reference("")
+    return segment is not None and bool(segment.GetTag(RESULT_TAG, value)) and str(value) == "1"
+
+
+def segments_drawn_on(volume_node, segmentation_node, axis: int, slices: Sequence[int]) -> List[str]:
+    """IDs of the segments drawn on any of ``slices`` (along ``axis`` of ``volume_node``'s
+    grid), in display order: every structure labelled on the chosen slice(s). SynPo's own
+    results (:data:`RESULT_TAG`) are left out."""
+    wanted = set(int(s) for s in slices)
+    out = []
+    for segment_id, _ in segment_names(segmentation_node):
+        if is_result_segment(segmentation_node, segment_id):
+            continue
+        try:
+            mask = segment_array(segmentation_node, segment_id, volume_node)
+        except MRMLInputError:  # a segment without a binary labelmap cannot be a support
+            continue
+        if wanted & set(labelled_slices(mask, axis)):
+            out.append(segment_id)
+    return out
+
+
 # --------------------------------------------------------------------------- the inputs to start from
 
 def _is_image_volume(node) -> bool:

@@ -28,6 +28,17 @@ def spacing_kji(ijk_to_ras: np.ndarray) -> Tuple[float, float, float]:
     return float(norms[2]), float(norms[1]), float(norms[0])
 
 
+def lps_placement(ijk_to_ras: np.ndarray) -> Tuple[Tuple[float, float, float], Tuple[float, ...]]:
+    """(origin, row-major 3x3 direction) in LPS, SimpleITK's conventions, from a
+    voxel (i, j, k) to RAS matrix: where the registration mode places a volume."""
+    matrix = np.asarray(ijk_to_ras, np.float64)
+    ras_to_lps = np.diag([-1.0, -1.0, 1.0])
+    columns = matrix[:3, :3] / np.linalg.norm(matrix[:3, :3], axis=0)
+    direction = ras_to_lps @ columns
+    origin = ras_to_lps @ matrix[:3, 3]
+    return tuple(float(v) for v in origin), tuple(float(v) for v in direction.ravel())
+
+
 def axis_direction_name(ijk_to_ras: np.ndarray, axis: int) -> str:
     """Anatomical name of array ``axis``'s direction, e.g. "I-S (axial slices)"."""
     d = np.asarray(ijk_to_ras)[:3, 2 - axis]
@@ -161,6 +172,24 @@ class Reorientation:
 
     def aligned_spacing(self, native_spacing: Sequence[float]) -> Tuple[float, float, float]:
         return tuple(float(native_spacing[self.perm[a]]) for a in range(3))
+
+    def aligned_matrix(self, native_ijk_to_ras: np.ndarray, native_shape: Sequence[int]) -> np.ndarray:
+        """The aligned array's voxel (i, j, k) to RAS matrix: the same voxels in the same
+        places, indexed as :meth:`to_aligned` orders them."""
+        native = np.asarray(native_ijk_to_ras, np.float64)
+        if self.is_identity:
+            return native.copy()
+        # native kji = A @ aligned kji + b
+        a_matrix, b = np.zeros((3, 3)), np.zeros(3)
+        for a in range(3):
+            n = self.perm[a]
+            a_matrix[n, a] = -1.0 if self.flip[a] else 1.0
+            b[n] = (int(native_shape[n]) - 1) if self.flip[a] else 0.0
+        reverse = np.eye(3)[::-1]  # kji <-> ijk
+        to_native = np.eye(4)
+        to_native[:3, :3] = reverse @ a_matrix @ reverse
+        to_native[:3, 3] = reverse @ b
+        return native @ to_native
 
     def slice_to_native(self, axis: int, index: int, mask: np.ndarray,
                         aligned_shape: Sequence[int]) -> Tuple[int, int, np.ndarray]:

@@ -3,6 +3,8 @@
 The only scene change a run makes goes through :class:`SegmentWriter`: a new segment on
 its own labelmap layer, on the query volume's grid, in the segmentation's own frame;
 :meth:`~SegmentWriter.rollback` and :meth:`~SegmentWriter.undo` take it back exactly.
+A re-run after corrections rewrites existing result segments through
+:class:`SegmentUpdater`, whose rollback and undo put them back as the user left them.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ import numpy as np
 
 from ..errors import MRMLInputError
 from ..config import DEFAULT_COLOR
-from .nodes import (BINARY_LABELMAP, check_volume, ensure_converter_rules, ijk_to_world, node_name, oriented_image,
-                    parent_to_world, source_representation)
+from .nodes import (BINARY_LABELMAP, RESULT_TAG, check_volume, ensure_converter_rules, ijk_to_world, node_name,
+                    oriented_image, parent_to_world, source_representation)
 
 
 class SegmentWriter:
@@ -93,6 +95,7 @@ class SegmentWriter:
         segment.SetColor(*self.color)
         segment.AddRepresentation(BINARY_LABELMAP, labelmap)
         segment.SetLabelValue(1)
+        segment.SetTag(RESULT_TAG, "1")  # never taken for a user's labelled structure later
         base = "".join(ch if ch.isalnum() else "_" for ch in self.name) or "SynPo"
         segment_id = segmentation.GenerateUniqueSegmentID(base)
         if not segmentation.AddSegment(segment, segment_id):
@@ -198,4 +201,178 @@ class SegmentWriter:
         self._labelmap = self._array = None
 
 
-__all__ = ["SegmentWriter"]
+class SegmentUpdater(SegmentWriter):
+    """Rewrites an existing segment on the query grid (a run again after corrections);
+    :meth:`rollback` and :meth:`undo` put it back exactly as it was before :meth:`begin`.
+
+    Every write goes through Slicer's own ``SetBinaryLabelmapToSegment`` (replace), as
+    the Segment Editor writes: the segment keeps its labelmap layer, its label value and
+    its neighbours in a shared layer. Taking the result back puts a segment that had a
+    layer of its own back as that very layer (its extent, label value, voxels: a copy
+    kept at :meth:`begin`), and a segment sharing a layer back as its voxels of
+    :meth:`begin`, written the same way; a segment whose voxels never changed is never
+    written. Replacing rewrites the whole segment, so streamed slices are collected and
+    written once per :meth:`notify` (a run notifies once per poll).
+    """
+
+    def __init__(self, reference_volume, segmentation_node, segment_id: str, *,
+                 before_first_write: Optional[Callable[[Any], None]] = None) -> None:
+        if segmentation_node is None or segmentation_node.GetSegmentation().GetSegment(segment_id) is None:
+            raise MRMLInputError(f"the segment '{segment_id}' to run again is not in the scene any more")
+        segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
+        super().__init__(reference_volume, segmentation_node, name=segment.GetName(), color=segment.GetColor(),
+                         before_first_write=before_first_write)
+        self.segment_id = segment_id
+        self._before: Optional[np.ndarray] = None
+        self._image = None
+        self._dirty = False
+        self._written = False
+        self._saved = None
+        self._saved_label = 1
+
+    @property
+    def before(self) -> np.ndarray:
+        """The segment's voxels (k, j, i) on the query grid when :meth:`begin` was called."""
+        if self._before is None:
+            raise RuntimeError("the updater has not begun")
+        return self._before
+
+    def begin(self) -> str:
+        import slicer
+        from vtk.util import numpy_support
+
+        from .nodes import segment_array
+
+        if self.state != "new":
+            raise RuntimeError(f"writer already {self.state}")
+        node = self.segmentation_node
+        if node.GetScene() is None:
+            raise MRMLInputError(f"segmentation '{node_name(node)}' is not in the scene any more")
+        segmentation = node.GetSegmentation()
+        if segmentation.GetSegment(self.segment_id) is None:
+            raise MRMLInputError(f"the segment '{self.name}' to run again was removed")
+        if source_representation(segmentation) != BINARY_LABELMAP:
+            raise MRMLInputError(f"segmentation '{node_name(node)}' no longer keeps its segments as binary labelmaps")
+        ensure_converter_rules()
+        world = ijk_to_world(self.reference)
+        self._before = segment_array(node, self.segment_id, self.reference)
+        if self.before_first_write is not None:
+            self.before_first_write(node)
+        segment = segmentation.GetSegment(self.segment_id)
+        if not _shares_layer(segmentation, self.segment_id):  # its own layer: keep that layer
+            self._saved = slicer.vtkOrientedImageData()
+            self._saved.DeepCopy(segment.GetRepresentation(BINARY_LABELMAP))
+            self._saved_label = segment.GetLabelValue()
+        local = np.linalg.inv(parent_to_world(node)) @ world
+        self._image = oriented_image(self.shape, local, self._before)
+        self._array = numpy_support.vtk_to_numpy(self._image.GetPointData().GetScalars()).reshape(self.shape)
+        surface = slicer.vtkSegmentationConverter.GetClosedSurfaceRepresentationName()
+        self._shown_surface = segmentation.GetSegment(self.segment_id).GetRepresentation(surface) is not None
+        self.state = "open"
+        return self.segment_id
+
+    def _check_alive(self) -> None:
+        if self.state != "open":
+            raise RuntimeError(f"writer is {self.state}")
+        node = self.segmentation_node
+        segmentation = node.GetSegmentation() if node is not None and node.GetScene() is not None else None
+        if segmentation is None or segmentation.GetSegment(self.segment_id) is None:
+            raise MRMLInputError(f"the result segment '{self.name}' was removed during the run")
+
+    def _put(self) -> None:
+        import slicer
+
+        if not self._written and np.array_equal(self._array, self._before):
+            self._dirty = False  # nothing changed: the segment stays untouched
+            return
+        self._written = True
+        logic = slicer.vtkSlicerSegmentationsModuleLogic
+        self._image.Modified()
+        if not logic.SetBinaryLabelmapToSegment(self._image, self.segmentation_node, self.segment_id,
+                                                logic.MODE_REPLACE, list(self._image.GetExtent())):
+            raise MRMLInputError(f"Slicer refused to update segment '{self.name}'")
+        self._dirty = False
+
+    def notify(self) -> None:
+        """Write the slices collected since the last write (Slicer updates its views then)."""
+        self._check_alive()
+        if self._dirty:
+            self._put()
+
+    def write_slice(self, index: int, axis: int, mask: np.ndarray, notify: bool = True) -> None:
+        self._check_alive()
+        where = [slice(None)] * 3
+        where[axis] = int(index)
+        target = self._array[tuple(where)]
+        if np.shape(mask) != target.shape:
+            raise ValueError(f"slice mask shape {np.shape(mask)} does not match {target.shape} (axis {axis})")
+        target[...] = np.asarray(mask) > 0
+        self._dirty = True
+        if notify:
+            self._put()
+
+    def write_volume(self, mask: np.ndarray) -> None:
+        self._check_alive()
+        if tuple(np.shape(mask)) != self.shape:
+            raise ValueError(f"mask shape {np.shape(mask)} differs from the query volume's {self.shape}")
+        self._array[...] = np.asarray(mask) > 0
+        self._put()
+
+    def commit(self) -> None:
+        self._check_alive()
+        self._update_shown_representations()
+        self.state = "committed"
+
+    def _update_shown_representations(self) -> None:
+        if self._shown_surface:
+            import slicer
+
+            name = slicer.vtkSegmentationConverter.GetClosedSurfaceRepresentationName()
+            segmentation = self.segmentation_node.GetSegmentation()
+            segmentation.CreateRepresentation(name, True)  # rebuilds what the writes left stale
+
+    def rollback(self) -> None:
+        if self.state == "new":
+            self.state = "rolled back"
+            return
+        if self.state in ("rolled back", "committed", "undone"):
+            return
+        self._restore()
+        self.state = "rolled back"
+
+    def undo(self) -> None:
+        if self.state != "committed":
+            raise RuntimeError(f"nothing to undo: the result is {self.state}")
+        self._restore()
+        self.state = "undone"
+
+    def _restore(self) -> None:
+        import slicer
+
+        node = self.segmentation_node
+        if node is None or node.GetScene() is None or node.GetSegmentation().GetSegment(self.segment_id) is None:
+            return
+        if not self._written:
+            return
+        segmentation = node.GetSegmentation()
+        if self._saved is not None and not _shares_layer(segmentation, self.segment_id):
+            segment = segmentation.GetSegment(self.segment_id)
+            segment.AddRepresentation(BINARY_LABELMAP, self._saved)
+            segment.SetLabelValue(self._saved_label)
+            segmentation.InvokeEvent(slicer.vtkSegmentation.SourceRepresentationModified, self.segment_id)
+        else:
+            self._array[...] = self._before
+            self._put()
+        self._written = False
+        if self._shown_surface:
+            self._update_shown_representations()
+
+
+def _shares_layer(segmentation, segment_id: str) -> bool:
+    """Whether another segment lives on the same labelmap layer (label values of one image)."""
+    layer = segmentation.GetLayerIndex(segment_id)
+    return any(segmentation.GetLayerIndex(other) == layer for other in segmentation.GetSegmentIDs()
+               if other != segment_id)
+
+
+__all__ = ["SegmentUpdater", "SegmentWriter"]

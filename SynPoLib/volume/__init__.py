@@ -12,56 +12,31 @@ mode            how a slice's mask is made                                  modu
 ``propagate``   also prompted from the previous slice's result              :mod:`.propagate`
 ``video``       SAM 2.1's video predictor, the volume as a video            :mod:`.video`
 ``hybrid``      the video predictor plus SynPo's points on every frame      :mod:`.video`
+``registration`` the support's mask carried slice to slice by deformable     :mod:`.registration`
+                registration, refined by a random walker; SynPo's
+                similarity decides where the structure ends
 ==============  ==========================================================  ======================
+
+Several structures in one run, sharing the encoder pass of every slice, with no pixel
+claimed twice: :func:`segment_structures` (:mod:`.structures`). A re-run after the user
+corrected slices, recomputing only what the corrections can change: :mod:`.corrections`.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..backends.base import Backend
-from ..config import Mode, SynPoConfig
-from ..errors import Cancelled, InputError
-from ..presets import preset
+from ..config import SynPoConfig
+from ..errors import Cancelled
+from .modes import MODES, checked_config
 from .sink import ResultSink
+from .structures import (ConflictRule, Structure, StructuresConfig, StructuresResult, segment_structures,
+                         structures_from_labelmap)
 from .types import (CancelCheck, Chain, Job, ProgressCallback, ProgressEvent, SliceRecord, SliceSelection, Support,
                     VolumeResult, assign_supports, check_query, outward_chains, resolve_slices, should_stop)
-
-
-def _video(hybrid: bool) -> Callable[[Job, ResultSink], None]:
-    def run(job: Job, sink: ResultSink) -> None:
-        try:
-            from . import video
-        except ImportError as exc:
-            raise ValueError(f"the {'hybrid' if hybrid else 'video'} mode needs SAM2's video predictor "
-                             f"(the sam2 package): {exc}") from exc
-        video.run(job, sink, video.VideoOptions(hybrid=hybrid))
-    return run
-
-
-def _slices(job: Job, sink: ResultSink) -> None:
-    from . import slices
-
-    sink.copy_supports()
-    slices.run(job, sink)
-
-
-def _propagate(job: Job, sink: ResultSink) -> None:
-    from . import propagate
-
-    sink.copy_supports()
-    propagate.run(job, sink)
-
-
-#: mode -> run(job, sink): how each slice's mask is made
-MODES: Dict[Mode, Callable[[Job, ResultSink], None]] = {
-    Mode.SLICES: _slices,
-    Mode.PROPAGATE: _propagate,
-    Mode.VIDEO: _video(hybrid=False),
-    Mode.HYBRID: _video(hybrid=True),
-}
 
 
 def segment_volume(backend: Backend, query: np.ndarray, support: Support, *,
@@ -73,7 +48,9 @@ def segment_volume(backend: Backend, query: np.ndarray, support: Support, *,
                    same_volume: Optional[bool] = None,
                    batch_size: int = 1,
                    progress: ProgressCallback = None,
-                   cancel: CancelCheck = None) -> VolumeResult:
+                   cancel: CancelCheck = None,
+                   query_origin: Optional[Sequence[float]] = None,
+                   query_direction: Optional[Sequence[float]] = None) -> VolumeResult:
     """Segment ``query`` slice by slice along ``support.axis``, in the configured mode.
 
     ``config`` defaults to the preset measured for the backend (``backend.preset``).
@@ -82,20 +59,17 @@ def segment_volume(backend: Backend, query: np.ndarray, support: Support, *,
     ``same_volume`` (default: ``query is support.volume``) makes the labelled support
     slices part of the result as labelled instead of re-segmenting them. A cancelled
     run raises :class:`~SynPoLib.errors.Cancelled`; the inputs are never written to.
+
+    A support in another volume: the registration mode starts from a 3-D affine
+    registration of the support volume onto the query, in physical space when
+    ``support.origin`` / ``support.direction`` and ``query_origin`` / ``query_direction``
+    (LPS mm, SimpleITK's conventions) are given, else with both volumes at the origin;
+    the other modes place supports by relative position along the axis.
     """
-    if not callable(getattr(backend, "encode", None)) or not callable(getattr(backend, "predict", None)):
-        raise InputError(f"backend must be a SynPoLib Backend (create_backend('lite')), got {type(backend).__name__}")
-    if config is None:
-        config = preset(backend.preset)
-    if not isinstance(config, SynPoConfig):
-        raise InputError(f"config must be a SynPoConfig, got {type(config).__name__}")
-    mode = config.propagation.mode
-    if mode in (Mode.VIDEO, Mode.HYBRID) and not getattr(getattr(backend, "inner", backend), "video", False):
-        raise InputError(f"the {Mode(mode).value} mode runs SAM 2.1's video predictor, which the {backend.name or 'given'} "
-                         "backend does not have: use a sam2 or synpo backend, or the slices / propagate mode")
+    config = checked_config(backend, config)
     job = Job.build(backend, query, support, config, slices=slices, query_spacing=query_spacing,
                     query_window=query_window, assignment=assignment, same_volume=same_volume,
-                    batch_size=batch_size)
+                    batch_size=batch_size, query_origin=query_origin, query_direction=query_direction)
     sink = ResultSink(job, progress, cancel)
     MODES[config.propagation.mode](job, sink)
     return sink.result()
@@ -110,6 +84,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["CancelCheck", "Cancelled", "Chain", "Job", "MODES", "ProgressEvent", "SliceRecord", "Support",
-           "VolumeResult", "assign_supports", "check_query", "outward_chains", "resolve_slices", "segment_volume",
-           "should_stop"]
+__all__ = ["CancelCheck", "Cancelled", "Chain", "ConflictRule", "Job", "MODES", "ProgressEvent", "SliceRecord",
+           "Structure", "StructuresConfig", "StructuresResult", "Support", "VolumeResult", "assign_supports",
+           "check_query", "outward_chains", "resolve_slices", "segment_structures", "segment_volume", "should_stop",
+           "structures_from_labelmap"]

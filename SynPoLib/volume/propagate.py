@@ -9,7 +9,7 @@ moves and changes size. Only a confident previous slice is carried over.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -17,7 +17,7 @@ from ..config import SynPoConfig
 from ..method.prompts import grow_box, mask_box
 from ..method.segmenter import Guide, SliceResult, SupportContext
 from . import slices
-from .sink import ResultSink
+from .sink import ResultSink, Track
 from .types import Job
 
 
@@ -69,8 +69,18 @@ class PreviousSlice:
         return Guide(box=box, mask_input=mask_input, points=cfg.points)
 
 
+def guidance(job: Job) -> PreviousSlice:
+    """A fresh guidance for one walk of ``job``."""
+    return PreviousSlice(job.config, job.q_geometry.valid())
+
+
 def run(job: Job, sink: ResultSink) -> None:
-    slices.run(job, sink, guidance=PreviousSlice(job.config, job.q_geometry.valid()))
+    slices.run(job, sink, guidance=guidance(job))
 
 
-__all__ = ["PreviousSlice", "run"]
+def run_tracks(tracks: Sequence[Track]) -> None:
+    """Several structures in lockstep, one encoder pass per slice (:func:`.slices.run_tracks`)."""
+    slices.run_tracks(tracks, guidance=guidance)
+
+
+__all__ = ["PreviousSlice", "guidance", "run", "run_tracks"]

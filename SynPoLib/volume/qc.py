@@ -110,6 +110,33 @@ def review_flags(records: Sequence, cfg: QualityConfig = QualityConfig()) -> Dic
     return flags
 
 
+#: how strongly a review flag says "look here", by the start of its reason: a slice with
+#: no (accepted) mask first, then low confidence, an outlier score, an area jump   [G]
+FLAG_SEVERITY = (("auto-stop", 0), ("rejected", 0), ("empty", 0), ("low confidence", 1), ("low score", 2),
+                 ("area jumps", 3))
+
+
+def review_order(records: Sequence, cfg: QualityConfig = QualityConfig()) -> List[int]:
+    """Segmented slices, the most doubtful first: what a person who sees only the review
+    list (not the truth) would check and correct first.
+
+    Flagged slices come before the others, by the severity of their flag
+    (:data:`FLAG_SEVERITY`), then by confidence (lowest first), then by slice index.
+    """
+    flags = review_flags(records, cfg)
+
+    def key(record):
+        reason = flags.get(record.index)
+        severity = len(FLAG_SEVERITY) + 1
+        if reason is not None:
+            severity = next((rank for prefix, rank in FLAG_SEVERITY if reason.startswith(prefix)), len(FLAG_SEVERITY))
+        confidence = getattr(record, "confidence", float("nan"))
+        confidence = -np.inf if record.pixels == 0 else (confidence if np.isfinite(confidence) else np.inf)
+        return severity, confidence, record.index
+
+    return [r.index for r in sorted((r for r in records if r.support_index >= 0), key=key)]
+
+
 def keep_support_component(mask: np.ndarray, seeds: Optional[np.ndarray] = None) -> np.ndarray:
     """The 3D connected part of ``mask`` (26-connected) that overlaps ``seeds``.
 
@@ -164,3 +191,32 @@ def save_confidence_plot(path: os.PathLike, records: Sequence, cfg: QualityConfi
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
     return str(path)
+
+
+def save_structures_confidence_plot(path: os.PathLike, records: Dict[str, Sequence],
+                                    cfg: QualityConfig = QualityConfig(), title: Optional[str] = None) -> str:
+    """PNG of confidence per slice for several structures (one line each), with the stop
+    threshold and each structure's flagged slices circled."""
+    from ..figures import pyplot, save_figure
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    for n, (name, recs) in enumerate(records.items()):
+        recs = sorted(recs, key=lambda r: r.index)
+        flags = review_flags(recs, cfg)
+        seg = [r for r in recs if r.support_index >= 0 and np.isfinite(getattr(r, "confidence", np.nan))]
+        line, = ax.plot([r.index for r in seg], [r.confidence for r in seg], "-o", ms=3, lw=1, label=name)
+        flagged = [r for r in seg if r.index in flags]
+        if flagged:
+            ax.scatter([r.index for r in flagged], [r.confidence for r in flagged], s=40, facecolors="none",
+                       edgecolors=line.get_color(), linewidths=1.5, zorder=3)
+    ax.axhline(cfg.stop_threshold, color="#d62728", ls="--", lw=1, label=f"stop threshold {cfg.stop_threshold:g}")
+    ax.set_xlabel("slice")
+    ax.set_ylabel("confidence")
+    ax.legend(fontsize=7, loc="lower center", ncol=3)
+    if title:
+        ax.set_title(title + " (circled: flagged for review)", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=110)
+    return str(path)
+

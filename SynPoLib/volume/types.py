@@ -21,6 +21,7 @@ import numpy as np
 from ..backends.base import Backend
 from ..config import SynPoConfig
 from ..errors import Cancelled, InputError
+from ..io import Volume
 from ..preprocess import (SliceGeometry, apply_window, in_plane_spacing, nonfinite_count, slice_geometry, take_slice,
                           window_bounds)
 
@@ -85,6 +86,11 @@ class Support:
     spacing: Optional[Sequence[float]] = None
     #: intensity window (low, high); None derives it from the configuration
     window: Optional[Tuple[float, float]] = None
+    #: physical placement (LPS mm, as SimpleITK: origin, row-major 3x3 direction);
+    #: only a support in another volume uses it (the registration mode's 3-D affine
+    #: start); None: origin 0, identity directions
+    origin: Optional[Sequence[float]] = None
+    direction: Optional[Sequence[float]] = None
 
     def __post_init__(self) -> None:
         self.axis = check_axis(self.axis)
@@ -153,6 +159,8 @@ class ProgressEvent:
     record: SliceRecord
     mask: np.ndarray
     elapsed: float
+    #: the structure the slice belongs to, in a multi-structure run ("" otherwise)
+    structure: str = ""
 
     @property
     def remaining_seconds(self) -> float:
@@ -305,13 +313,17 @@ class Job:
     #: NaN/Inf voxels of the query and of the support volume (never painted)
     q_nonfinite: int = 0
     s_nonfinite: int = 0
+    #: the query's physical placement (see Support.origin); None: origin 0, identity
+    query_origin: Optional[Sequence[float]] = None
+    query_direction: Optional[Sequence[float]] = None
 
     @classmethod
     def build(cls, backend: Backend, query: np.ndarray, support: Support, config: SynPoConfig, *,
               slices: SliceSelection = None, query_spacing: Optional[Sequence[float]] = None,
               query_window: Optional[Tuple[float, float]] = None,
               assignment: Optional[Mapping[int, int]] = None, same_volume: Optional[bool] = None,
-              batch_size: int = 1) -> "Job":
+              batch_size: int = 1, query_origin: Optional[Sequence[float]] = None,
+              query_direction: Optional[Sequence[float]] = None) -> "Job":
         same, query_spacing = check_query(query, support, same_volume, query_spacing)
         if whole_number(batch_size, "batch_size") < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
@@ -341,7 +353,9 @@ class Job:
                    s_geometry=slice_geometry(slice_shape(support.volume.shape, axis),
                                              in_plane_spacing(support.spacing, axis), geometry),
                    assignment=chosen, batch_size=int(batch_size), q_nonfinite=nonfinite_count(query),
-                   s_nonfinite=0 if same else nonfinite_count(support.volume))
+                   s_nonfinite=0 if same else nonfinite_count(support.volume),
+                   query_origin=support.origin if same and query_origin is None else query_origin,
+                   query_direction=support.direction if same and query_direction is None else query_direction)
         for s in support.slices:  # a sliver of a support can vanish at the ROI: say so before any work
             job.support_mask_roi(s)
         return job
@@ -354,6 +368,15 @@ class Job:
     def copied(self) -> List[int]:
         """Wanted slices that are labelled support slices of the same volume."""
         return [s for s in self.wanted if self.same and s in self.support.slices]
+
+    def query_volume(self) -> Volume:
+        """The query as an :class:`~SynPoLib.io.Volume` (its array and physical geometry)."""
+        return _volume(self.query, self.query_spacing, self.query_origin, self.query_direction)
+
+    def support_volume(self) -> Volume:
+        """The support volume as an :class:`~SynPoLib.io.Volume`."""
+        s = self.support
+        return _volume(s.volume, s.spacing, s.origin, s.direction)
 
     @property
     def todo(self) -> List[int]:
@@ -396,6 +419,12 @@ class Job:
             raise InputError(f"the support mask on slice {index} is too small to survive scaling to the "
                              f"{self.config.geometry.roi_size}-pixel image the model sees: label more of it")
         return mask_roi
+
+
+def _volume(array: np.ndarray, spacing, origin, direction) -> Volume:
+    return Volume(array=array, spacing=tuple(float(v) for v in (spacing if spacing is not None else (1.0,) * 3)),
+                  origin=tuple(float(v) for v in (origin if origin is not None else (0.0,) * 3)),
+                  direction=tuple(float(v) for v in (direction if direction is not None else np.eye(3).ravel())))
 
 
 __all__ = ["CancelCheck", "Cancelled", "Chain", "Job", "ProgressEvent", "SliceRecord", "Support", "VolumeResult",

@@ -333,7 +333,7 @@ class _VideoRun:
             image, mask_roi = self.job.support_roi(s)
             copies = augment_support(image, mask_roi, self.job.s_geometry.scaled, self.augment, key=s)
             encoded = self.backend.encode([c.image for c in copies])
-            self.contexts[s] = self.segmenter.prepare_support(encoded[0], mask_roi)
+            self.contexts[s] = self.segmenter.prepare_support(encoded[0], mask_roi, self.job.s_geometry.valid())
             frame = self.layout.support_frame[s]
             entries = []
             for copy, enc in zip(copies, encoded):

@@ -36,8 +36,16 @@ def test_precision_per_device():
     cpu = torch.device("cpu")
     assert autocast_dtype(cpu) is None  # fp32 on CPU
     assert autocast_dtype(cpu, "bf16") is torch.bfloat16
-    assert autocast_dtype(torch.device("mps"), "auto") is torch.float16
     assert autocast_dtype(cpu, "fp32") is None
+    # "auto": bfloat16 where the GPU has it, float32 (not float16) where it does not
+    cuda = torch.device("cuda")
+    assert autocast_dtype(cuda, "auto", bf16_supported=True) is torch.bfloat16
+    assert autocast_dtype(cuda, "auto", bf16_supported=False) is None
+    assert autocast_dtype(torch.device("mps"), "auto") is None
+    assert autocast_dtype(cuda, "fp16", bf16_supported=False) is torch.float16  # on request only
+    if torch.cuda.is_available():  # the device's own answer decides
+        expected = torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+        assert autocast_dtype(cuda) is expected
     with pytest.raises(ValueError, match="precision"):
         autocast_dtype(cpu, "int8")
 

@@ -296,3 +296,110 @@ def test_flop_table_matches_the_architecture():
         net.forward_features(torch.empty(1, 3, 896, 896, device="meta"))
     both = estimate_gflop("tiny", "vits14")
     assert (counter.get_total_flops() / 1e9) == pytest.approx(both - estimate_gflop("tiny", None), rel=0.01)
+
+
+# ------------------------------------------------------------ the paper path, against sam2 1.1.0
+
+
+def _decoder_calls(model, store):
+    """Forward hook on SAM 2's mask decoder recording each call's multimask_output."""
+    def hook(module, args, kwargs, output):
+        store.append(bool(kwargs["multimask_output"] if "multimask_output" in kwargs else args[4]))
+    return model.sam_mask_decoder.register_forward_hook(hook, with_kwargs=True)
+
+
+def _thalamus(colin):
+    vol, labels = colin
+    mask = labels == 77
+    ks = np.flatnonzero(mask.any(axis=(1, 2)))
+    return vol, mask, int(ks[len(ks) // 2])
+
+
+def test_several_points_decode_three_masks_and_one_and_the_prototype_chooses(colin, synpo):
+    """sam2 1.1.0 uses its multimask tokens for prompts of 0-1 points only
+    (multimask_max_pt_num: 1) and advises one mask for several points: with the paper's
+    3 positives + 4 negatives the first decode is done both ways from one embedding and
+    the prototype score chooses among the 3 + 1 masks."""
+    from SynPoLib.config import SynPoConfig
+    from SynPoLib.method.refine import mask_score
+    from SynPoLib.method.segmenter import SynPoSegmenter
+    from SynPoLib.volume.types import Job
+
+    assert synpo.multimask_max_points == synpo.sam.model.multimask_max_pt_num == 1
+    vol, mask, mid = _thalamus(colin)
+    cfg = SynPoConfig().updated(**{"refine.rounds": 0})
+    job = Job.build(synpo, vol, Support(volume=vol, mask=mask, slices=[mid]), cfg)
+    segmenter = SynPoSegmenter(synpo, cfg)
+    image, mask_roi = job.support_roi(mid)
+    context = segmenter.prepare_support(synpo.encode([image])[0], mask_roi, job.s_geometry.valid())
+    encoded = synpo.encode([job.query_roi(mid + 3)])[0]
+    calls = []
+    hook = _decoder_calls(synpo.sam.model, calls)
+    try:
+        result = segmenter.segment(encoded, context, job.q_geometry.valid())
+    finally:
+        hook.remove()
+    assert len(result.points.coords) == 7 and calls == [True, False]
+    assert any(n.startswith("decoded 3 masks and 1") for n in result.notes)
+    # the kept mask is the one of the four most like the support prototype
+    points, labels = result.points.coords, result.points.labels
+    multi = synpo.predict(encoded, points=points, labels=labels, multimask=True)
+    single = synpo.predict(encoded, points=points, labels=labels, multimask=False)
+    candidates = list(multi.logits) + list(single.logits)
+    sam_map = segmenter.confidence(encoded, context).sam
+    best = int(np.argmax([mask_score(c > 0, sam_map) for c in candidates]))
+    np.testing.assert_allclose(result.logits, candidates[best], atol=1e-4)
+    # one point: the multimask tokens serve it, one decode
+    one = SynPoSegmenter(synpo, cfg.updated(**{"points.n_negative": 0, "points.n_positive": 1}))
+    calls.clear()
+    hook = _decoder_calls(synpo.sam.model, calls)
+    try:
+        one.segment(encoded, context, job.q_geometry.valid())
+    finally:
+        hook.remove()
+    assert calls == [True]
+    # switched off: the paper's plain multimask decode
+    off = SynPoSegmenter(synpo, cfg.updated(**{"prompt.single_mask_too": False}))
+    calls.clear()
+    hook = _decoder_calls(synpo.sam.model, calls)
+    try:
+        off.segment(encoded, context, job.q_geometry.valid())
+    finally:
+        hook.remove()
+    assert calls == [True]
+
+
+def test_keep_aspect_padding_is_no_part_of_the_support_background(colin, synpo):
+    """Colin27's axial slices are 217 x 181: keep_aspect pads them into the square. The
+    support background Gaussian that places the negatives is fitted on the tokens that
+    show the slice only."""
+    from SynPoLib.config import SynPoConfig
+    from SynPoLib.method.segmenter import SynPoSegmenter
+    from SynPoLib.method.synergy import mask_to_grid, valid_to_grid
+    from SynPoLib.volume.slices import prepare_supports
+    from SynPoLib.volume.types import Job
+
+    vol, mask, mid = _thalamus(colin)
+    job = Job.build(synpo, vol, Support(volume=vol, mask=mask, slices=[mid]), SynPoConfig())
+    valid = job.s_geometry.valid()
+    assert not valid.all()  # there is padding
+    context = prepare_supports(job, SynPoSegmenter(synpo, job.config))[mid]
+    grid = (synpo.grid, synpo.grid)
+    _, mask_roi = job.support_roi(mid)
+    shows = valid_to_grid(valid, grid)
+    background = shows & ~mask_to_grid(mask_roi, grid, job.config.synergy.mask_threshold)
+    assert 0 < shows.sum() < shows.size
+    assert context.synergy.background.size == int(background.sum())
+    # the Gaussian is the one of those tokens' fused scores, not of the padding's
+    everything = SynPoSegmenter(synpo, job.config).prepare_support(synpo.encode([job.support_roi(mid)[0]])[0],
+                                                                   mask_roi)
+    assert everything.synergy.background.size > context.synergy.background.size
+    assert context.synergy.mu == pytest.approx(float(np.mean(context.synergy.background)), abs=1e-5)
+
+
+def test_auto_precision_is_fp32_on_the_cpu_and_where_bf16_is_missing():
+    from SynPoLib.backends.device import autocast_dtype
+
+    backend = create_backend("sam2", **SMALL)
+    assert backend.dtype is None  # the CPU: float32
+    assert autocast_dtype(torch.device("cuda"), "auto", bf16_supported=False) is None

@@ -183,3 +183,28 @@ def test_console_script_entry_point_runs(tmp_path):
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "segment" in done.stdout and "demo" in done.stdout
+
+
+def test_default_mode_is_registration_and_the_paper_one_option_away(files, capsys):
+    """No --mode, no --preset: the lite preset's registration mode. --preset paper: the
+    paper's whole configuration, slice by slice. --mode slices: the paper's mode with
+    the lite prompts."""
+    runs = {}
+    for name, extra in (("default", ()), ("paper", ("--preset", "paper")), ("slices", ("--mode", "slices"))):
+        records = files["dir"] / f"{name}.json"
+        out = files["dir"] / name / "result.seg.nrrd"
+        args = ["segment", "--query", files["query"], "--support-mask", files["labels"], "--support-slice", 6,
+                "--out", out, "--quiet", "--range", "5:8", "--records", records, *extra]
+        code, stdout, err = run_cli(args, capsys)
+        assert code == 0, err
+        runs[name] = (json.loads(records.read_text()), stdout)
+    default, stdout = runs["default"]
+    assert default["config"]["propagation"]["mode"] == "registration"
+    assert "registration mode" in stdout
+    assert all("registration" in r["timings"] for r in default["records"] if r["support_index"] >= 0)
+    paper = runs["paper"][0]["config"]
+    assert paper["propagation"]["mode"] == "slices" and paper["prompt"]["strategy"] == "points"
+    slices = runs["slices"][0]["config"]
+    assert slices["propagation"]["mode"] == "slices" and slices["prompt"]["strategy"] == "support-box"
+    with pytest.raises(SystemExit):  # argparse refuses an unknown preset
+        main(segment_args(files, "--preset", "nope"))

@@ -350,3 +350,33 @@ def test_real_floor_caudate_protocol_2(colin):
         copy += overlap(ref[sup], ref[step.index])
     assert copy.dice == pytest.approx(0.558, abs=0.01)
     assert acc.dice > 0.76  # measured 0.779
+
+
+def test_one_field_moves_several_masks():
+    """The displacement field between two slices is computed once (on the union of the
+    structures' crops) and moves every structure's soft mask."""
+    image, first = phantom(shape=(96, 120), centre=(48.0, 35.0), radii=(14.0, 9.0))
+    second_image, second = phantom(shape=(96, 120), centre=(50.0, 85.0), radii=(8.0, 12.0), seed=0)
+    both = np.where(second, second_image, image).astype(np.float32)
+    fixed, truth_first = moved(both, first, shift=(2.0, 3.0))
+    _, truth_second = moved(both, second, shift=(2.0, 3.0))
+    field = R.register_slices(fixed, both, first | second, (1.0, 1.0), CFG)
+    assert isinstance(field, R.SliceField)
+    for soft, truth in ((first, truth_first), (second, truth_second)):
+        got = field.warp(soft.astype(np.float32)) > 0.5
+        assert dice(got, truth) > 0.9
+        assert dice(soft, truth) < dice(got, truth) - 0.05
+    # one structure's wrapper is the same two steps
+    np.testing.assert_array_equal(R.register_and_warp(fixed, both, first.astype(np.float32), (1.0, 1.0), CFG),
+                                  R.register_slices(fixed, both, first, (1.0, 1.0), CFG).warp(first.astype(np.float32)))
+    with pytest.raises(ValueError, match="differs from the field"):
+        field.warp(np.zeros((10, 10), np.float32))
+
+
+def test_held_soft_masks_are_cropped():
+    soft = np.zeros((200, 300), np.float32)
+    soft[40:60, 100:130] = np.linspace(0.1, 1.0, 30, dtype=np.float32)[None, :]
+    held = R.HeldSoft(soft)
+    assert held.nbytes == 20 * 30 * 4  # the structure's box, not the slice
+    np.testing.assert_array_equal(held.array(), soft)
+    assert not R.HeldSoft(np.zeros((5, 5), np.float32)).array().any()

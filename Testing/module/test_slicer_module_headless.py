@@ -30,7 +30,7 @@ import pytest
 import slicer  # slicer-core: a missing one fails, never skips
 import slicer_headless
 import test_slicer_names as names
-from slicer_scene import LPS, add_segmentation, add_volume, geometry, phantom, snapshot
+from slicer_scene import LPS, add_segmentation, add_volume, geometry, oriented, phantom, snapshot
 
 from SynPoLib.metrics import dice
 
@@ -556,3 +556,56 @@ def test_reload_picks_up_synpolib_changes(session, tmp_path):
             del sys.modules[name]
         sys.modules.update(saved)
         session.load_module()
+
+
+def test_every_segment_in_one_run_then_run_again_with_a_correction_and_undo_it(session):
+    """The panel's multi-segment Apply, Run again with corrections (the review list names the
+    corrected and changed slices) and its one undo step, with the real LiteMedSAM."""
+    from SynPoLib import scene as mrml
+
+    scene = session.new_scene()
+    image, truth = phantom(MATRIX, SHAPE, CENTRE, RADII)
+    volume = add_volume(scene, image, MATRIX, name="MR", window=(50.0, 900.0))
+    index = int(np.argwhere(truth).mean(axis=0).round()[0])
+    organ = np.zeros_like(truth)
+    organ[index] = truth[index]
+    spot = np.zeros_like(truth)
+    spot[index, :3, :3] = 1  # a second structure, far from the organ
+    segmentation, (first, _) = add_segmentation(scene, volume, [("organ", organ, (0.9, 0.3, 0.2)),
+                                                                ("spot", spot, (0.2, 0.3, 0.9))])
+    widget = open_module(session)
+    p = widget._parameterNode
+    p.supportVolume, p.supportSegmentation, p.supportSegmentID = volume, segmentation, first
+    p.sliceRange, p.sliceMargin, p.allSegments = "Around the support slice", 2, True
+    p.configOverrides = "quality.auto_stop=false"
+    widget.ui.applyButton.click()
+    run_to_end(session, widget)
+    run = widget._run
+    assert run.state == "finished", run.error
+    assert len(run.writers) == 2 and widget.ui.rerunButton.enabled
+    names = sorted(segmentation.GetSegmentation().GetSegment(w.segment_id).GetName() for w in run.writers.values())
+    assert names == ["organ SynPo", "spot SynPo"]
+    assert widget.ui.scoresTableWidget.rowCount == 2 * 5
+    # the user corrects slice index + 2 of the organ's result in the Segment Editor
+    organ_writer = run.writers[first]
+    fixed = mrml.segment_array(segmentation, organ_writer.segment_id, volume)
+    fixed[index + 2] = truth[index + 2]
+    fixed[index + 2, -3:, -3:] = 1
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    edit = oriented(fixed, MATRIX)
+    assert logic.SetBinaryLabelmapToSegment(edit, segmentation, organ_writer.segment_id, logic.MODE_REPLACE,
+                                            edit.GetExtent())
+    before = snapshot(slicer.mrmlScene)
+    widget.ui.rerunButton.click()
+    run_to_end(session, widget)
+    again = widget._run
+    assert again.state == "finished" and again.previous is run, again.error
+    assert widget.ui.statusLabel.text.startswith("done again: 1 slice(s) recomputed")  # index + 1 only
+    table = widget.ui.scoresTableWidget
+    flags = {(int(table.item(r, 0).text()), table.item(r, 3).text().split(": ")[0]): table.item(r, 3).text()
+             for r in range(table.rowCount)}
+    assert flags[(index + 2, "organ SynPo")].endswith("corrected by you")
+    np.testing.assert_array_equal(mrml.segment_array(segmentation, organ_writer.segment_id, volume)[index + 2],
+                                  fixed[index + 2])
+    widget.ui.undoButton.click()
+    assert snapshot(slicer.mrmlScene) == before, "one undo step: the segments as the user had corrected them"

@@ -60,6 +60,8 @@ EXPECTED_WIDGETS = {
     "applyButton": "QPushButton",
     "cancelButton": "QPushButton",
     "undoButton": "QPushButton",
+    "rerunButton": "QPushButton",
+    "allSegmentsCheckBox": "QCheckBox",
     "progressBar": "QProgressBar",
     "statusLabel": "QLabel",
     "scoresTableWidget": "QTableWidget",

@@ -559,3 +559,24 @@ def test_auto_stop_holds_back_and_ends_each_direction(sam2_128):
     assert "below the confidence threshold" in notes[3] and "below the confidence threshold" in notes[5]
     assert all("auto-stop: not segmented" in notes[i] for i in (0, 1, 2, 6, 7, 8))
     assert np.isfinite(result.record(3).confidence) and np.isnan(result.record(0).score)
+
+
+def test_several_structures_in_the_video_mode_run_one_after_another_as_alone(sam2_128):
+    """No shared runner in the video mode (SAM 2 tracks one object per state here): each
+    structure runs as it would alone, overlaps decided afterwards (by depth: the video mode
+    gives no per-pixel evidence)."""
+    from SynPoLib.volume import Structure, segment_structures, segment_volume
+
+    volume, a = ellipsoid_volume((7, 24, 28), centre=(3, 7, 8), radii=(3, 4, 5), seed=6)
+    vol_b, b = ellipsoid_volume((7, 24, 28), centre=(3, 16, 19), radii=(3, 4, 5), seed=7)
+    volume = np.where(b, vol_b, volume).astype(np.float32)
+    cfg = NO_STOP.updated(**{"propagation.mode": "video"})
+    alone = [segment_volume(sam2_128, volume, Support(volume, m, [3]), config=cfg).mask for m in (a, b)]
+    together = segment_structures(sam2_128, volume, [Structure("a", Support(volume, a, [3])),
+                                                     Structure("b", Support(volume, b, [3]))], config=cfg)
+    both = (alone[0] > 0) & (alone[1] > 0)
+    assert (alone[0][~both] > 0).any() and (alone[1][~both] > 0).any(), "the comparison covers painted voxels"
+    for name, mask in zip("ab", alone):
+        got = together[name].mask > 0
+        np.testing.assert_array_equal(got[~both], mask[~both] > 0)  # identical wherever nothing was claimed twice
+    assert not ((together["a"].mask > 0) & (together["b"].mask > 0)).any()

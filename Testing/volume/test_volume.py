@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from SynPoLib import Cancelled, Support, assign_supports, preset, segment_volume
+from SynPoLib.config import Mode
 from SynPoLib.metrics import dice
 from SynPoLib.volume import resolve_slices
 
@@ -89,8 +90,10 @@ def test_quality_threshold_rejects_slices(lite_backend, blob):
 
 
 def test_records_hold_points_scores_and_timing(lite_backend, blob):
+    """The paper's mode (slice by slice) records its prompts and the decoder's time."""
     volume, mask = blob
-    result = segment_volume(lite_backend, volume, Support(volume, mask, [8]), slices=[7, 9])
+    slices_mode = preset("lite").updated(**{"propagation.mode": Mode.SLICES})
+    result = segment_volume(lite_backend, volume, Support(volume, mask, [8]), slices=[7, 9], config=slices_mode)
     for rec in result.records:
         assert rec.points.shape[1] == 2 and set(rec.labels.tolist()) <= {0, 1}
         assert 1 in rec.labels.tolist()
