@@ -24,7 +24,9 @@ and cancel, is the :class:`~SynPoLib.volume.sink.ResultSink`'s):
 5. **Support in another volume**: a 3-D affine registration (SimpleITK) of the support
    volume onto the query maps each support slice's mask into the query; the chain
    starts at the query slice the support slice's centre lands on, from the mapped
-   (soft) mask, that slice itself being the refined mapped mask.
+   (soft) mask, that slice itself being the refined mapped mask. The chain's slices are
+   then compared with the prototype under that mask, in the query itself: the stop
+   threshold was measured within one volume, and across volumes every cosine is lower.
 
 Lengths are in millimetres with the query's in-plane spacing. Memory does not grow
 with the number of slices beyond the output mask: the chain holds the previous slice,
@@ -256,7 +258,7 @@ class _RegistrationRun:
         # the legs whose slices are yielded (the first leg of a blended gap is held)
         yielding = [leg for leg in legs if leg.partner is None or leg.partner < leg.support]
         for st in starts.values():
-            if st.segment and st.index in sink.wanted:
+            if st.segment:
                 self._segment_start(st)
 
         directions: Dict[int, Direction] = {}
@@ -309,13 +311,27 @@ class _RegistrationRun:
         self._closed.add(id(leg))
 
     def _segment_start(self, st: Start) -> None:
-        """Another volume: the start slice's own mask is the refined mapped mask."""
+        """Another volume: the start slice's own mask is the refined mapped mask, and the
+        chain's slices are compared with the prototype under it, in the query.
+
+        The stop threshold was measured within one volume; across volumes every cosine
+        is lower (another scanner, another subject, a template), so measured against the
+        support's prototype a chain would stop at once. The start slice's record keeps
+        its cosine to the labelled slice: how alike the two volumes look there."""
         t = time.perf_counter()
         mask = core.refine_mask(self.images(st.index), st.soft, self.spacing, self.cfg)
         seconds = {REFINEMENT: time.perf_counter() - t}
-        direction = self.sink.direction(st.support, [st.index], auto_stop=False)
-        direction.offer(self._record(st.index, st.support, mask, st.prototype, seconds, (st.note,)), mask)
-        direction.close()
+        encoded, share = self.encodings.get(st.index)
+        self._pending[st.index] = (encoded, share)
+        record = self._record(st.index, st.support, mask, st.prototype, seconds, (st.note,))
+        roi = self.job.q_geometry.mask_to_roi(mask)
+        if roi.any():
+            st.prototype = self._prototype(encoded, roi)
+            record.confidence = 1.0  # the chain's reference from here on
+        if st.index in self.sink.wanted:
+            direction = self.sink.direction(st.support, [st.index], auto_stop=False)
+            direction.offer(record, mask)
+            direction.close()
 
     def _served_by(self, index: int, leg: core.Leg, starts: Dict[int, Start]) -> Tuple[Start, Tuple[str, ...]]:
         """The start whose prototype judges ``index`` (the nearer one in a blended gap)."""
