@@ -24,7 +24,9 @@ and cancel, is the :class:`~SynPoLib.volume.sink.ResultSink`'s):
 5. **Support in another volume**: a 3-D affine registration (SimpleITK) of the support
    volume onto the query maps each support slice's mask into the query; the chain
    starts at the query slice the support slice's centre lands on, from the mapped
-   (soft) mask, that slice itself being the refined mapped mask.
+   (soft) mask, that slice itself being the refined mapped mask. The chain's slices are
+   then compared with the prototype under that mask, in the query itself: the stop
+   threshold was measured within one volume, and across volumes every cosine is lower.
 
 Several structures in one run (:func:`run_tracks`): structures labelled on the same
 slices walk their chains in lockstep; between two slices one displacement field,
@@ -333,7 +335,7 @@ class _RegistrationRun:
         for n in members:
             st = self.structures[n]
             for start in st.starts.values():
-                if start.segment and start.index in st.sink.wanted:
+                if start.segment:
                     self._segment_start(n, start)
         fused: Dict[Tuple[int, int], Dict[str, float]] = {}
         entered: set = set()
@@ -392,15 +394,29 @@ class _RegistrationRun:
         st.closed.add(id(leg))
 
     def _segment_start(self, n: int, start: Start) -> None:
-        """Another volume: the start slice's own mask is the refined mapped mask."""
+        """Another volume: the start slice's own mask is the refined mapped mask, and the
+        chain's slices are compared with the prototype under it, in the query.
+
+        The stop threshold was measured within one volume; across volumes every cosine
+        is lower (another scanner, another subject, a template), so measured against the
+        support's prototype a chain would stop at once. The start slice's record keeps
+        its cosine to the labelled slice: how alike the two volumes look there."""
         st = self.structures[n]
         t = time.perf_counter()
         mask = core.refine_mask(self.images(start.index), start.soft, self.spacing, self.cfg)
         seconds = {REFINEMENT: time.perf_counter() - t}
-        direction = st.sink.direction(start.support, [start.index], auto_stop=False)
-        direction.offer(self._record(n, start.index, start.support, mask, start.prototype, seconds, (start.note,)),
-                        mask, self._evidence(st, start.index, start.soft, start.prototype))
-        direction.close()
+        encoded, share = self.encodings.get(start.index)
+        self._pending[(n, start.index)] = (encoded, share)
+        evidence = self._evidence(st, start.index, start.soft, start.prototype)
+        record = self._record(n, start.index, start.support, mask, start.prototype, seconds, (start.note,))
+        roi = self.job.q_geometry.mask_to_roi(mask)
+        if roi.any():
+            start.prototype = self._prototype(encoded, roi)
+            record.confidence = 1.0  # the chain's reference from here on
+        if start.index in st.sink.wanted:
+            direction = st.sink.direction(start.support, [start.index], auto_stop=False)
+            direction.offer(record, mask, evidence)
+            direction.close()
 
     def _served_by(self, n: int, index: int, leg: core.Leg) -> Tuple[Start, Tuple[str, ...]]:
         """The start whose prototype judges ``index`` (the nearer one in a blended gap)."""

@@ -207,4 +207,4 @@ def test_default_mode_is_registration_and_the_paper_one_option_away(files, capsy
     slices = runs["slices"][0]["config"]
     assert slices["propagation"]["mode"] == "slices" and slices["prompt"]["strategy"] == "support-box"
     with pytest.raises(SystemExit):  # argparse refuses an unknown preset
-        main(segment_args(files, "--preset", "nope"))
+        main([str(a) for a in segment_args(files, "--preset", "nope")])
