@@ -90,12 +90,12 @@ class StructuresConfig:
     def __post_init__(self) -> None:
         if self.conflict is not None and not isinstance(self.conflict, ConflictRule):
             object.__setattr__(self, "conflict", ConflictRule(self.conflict))
+        if self.shared_encodings < 1:
+            raise ValueError("shared_encodings must be >= 1")
 
     def rule(self, mode: Mode) -> ConflictRule:
         """The rule a run in ``mode`` uses."""
         return self.conflict if self.conflict is not None else default_rule(mode)
-        if self.shared_encodings < 1:
-            raise ValueError("shared_encodings must be >= 1")
 
 
 @dataclass
