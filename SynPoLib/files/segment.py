@@ -380,10 +380,13 @@ def _write_outputs(r: SegmentRequest, query, result, reference, name, color, cfg
             shown = pick_slices(seen or [rec.index for rec in result.records], 18)
             records = {rec.index: rec for rec in result.records}
             titles = {i: _title(records[i], flags.get(i)) for i in shown}
+            # the registration mode places no prompt: the legend says only what is drawn
+            prompted = any(len(rec.points) for rec in result.records)
+            legend = "green = SynPo, dashed yellow = reference" + (", + / x = prompts" if prompted else "")
             row_sp, col_sp = in_plane_spacing(query.spacing, r.axis)
             save_montage(tmp["png"], query.array, result.mask, r.axis, shown, result.window,
                          reference=reference, records=records, titles=titles, aspect=row_sp / col_sp,
-                         title=f"{name}: green = SynPo, dashed yellow = reference, + / x = prompts",
+                         title=f"{name}: {legend}",
                          orientation=display_orientation(query.direction, r.axis))
         if r.confidence_png:
             save_confidence_plot(tmp["confidence_png"], result.records, cfg.mode_quality(),
