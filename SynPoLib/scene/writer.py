@@ -138,6 +138,7 @@ class SegmentWriter:
         if np.shape(mask) != target.shape:
             raise ValueError(f"slice mask shape {np.shape(mask)} does not match {target.shape} (axis {axis})")
         target[...] = np.asarray(mask) > 0
+        self._changed()
         if notify:
             self.notify()
 
@@ -147,7 +148,11 @@ class SegmentWriter:
         if tuple(np.shape(mask)) != self.shape:
             raise ValueError(f"mask shape {np.shape(mask)} differs from the query volume's {self.shape}")
         self._array[...] = np.asarray(mask) > 0
+        self._changed()
         self.notify()
+
+    def _changed(self) -> None:
+        """The array was written (the writer's segment shares its memory: nothing to do)."""
 
     def commit(self) -> None:
         self._check_alive()
@@ -299,29 +304,9 @@ class SegmentUpdater(SegmentWriter):
         if self._dirty:
             self._put()
 
-    def write_slice(self, index: int, axis: int, mask: np.ndarray, notify: bool = True) -> None:
-        self._check_alive()
-        where = [slice(None)] * 3
-        where[axis] = int(index)
-        target = self._array[tuple(where)]
-        if np.shape(mask) != target.shape:
-            raise ValueError(f"slice mask shape {np.shape(mask)} does not match {target.shape} (axis {axis})")
-        target[...] = np.asarray(mask) > 0
+    def _changed(self) -> None:
+        """The array is a copy: :meth:`notify` hands it to Slicer."""
         self._dirty = True
-        if notify:
-            self._put()
-
-    def write_volume(self, mask: np.ndarray) -> None:
-        self._check_alive()
-        if tuple(np.shape(mask)) != self.shape:
-            raise ValueError(f"mask shape {np.shape(mask)} differs from the query volume's {self.shape}")
-        self._array[...] = np.asarray(mask) > 0
-        self._put()
-
-    def commit(self) -> None:
-        self._check_alive()
-        self._update_shown_representations()
-        self.state = "committed"
 
     def _update_shown_representations(self) -> None:
         if self._shown_surface:
