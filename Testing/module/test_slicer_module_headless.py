@@ -196,7 +196,9 @@ def finished_run(session):
     widget = open_module(session)
     p = widget._parameterNode
     p.sliceRange, p.sliceMargin = "Around the support slice", 2
-    p.configOverrides = "quality.stop_threshold=1.5\nquality.auto_stop=false\nquality.largest_component=true"
+    # the default (registration) mode judges its prototype cosine by its own threshold
+    p.configOverrides = ("quality.stop_threshold=1.5\nregistration.stop_threshold=1.5\nquality.auto_stop=false\n"
+                         "quality.largest_component=true")
     before = snapshot(slicer.mrmlScene)
     seen = {"progress": set(), "status": set(), "rows": set(), "apply": set()}
 
