@@ -547,6 +547,18 @@ def affine_start(f_img, m_img, cfg: AffineConfig = AffineConfig()):
     return (physical if best == "physical" else moments), best
 
 
+#: voxels a side every pyramid level keeps: SimpleITK's recursive Gaussian refuses fewer
+MIN_LEVEL_VOXELS = 4
+
+
+def pyramid_levels(smallest_side: int, cfg: AffineConfig = AffineConfig()) -> List[Tuple[int, float]]:
+    """(shrink, smoothing mm) of the configured pyramid levels a volume whose thinnest
+    side has ``smallest_side`` voxels can take: a thin slab skips the coarse levels,
+    and one under :data:`MIN_LEVEL_VOXELS` voxels thick takes none."""
+    return [(int(shrink), float(sigma)) for shrink, sigma in zip(cfg.shrink, cfg.smoothing_mm)
+            if smallest_side // int(shrink) >= MIN_LEVEL_VOXELS]
+
+
 def register_affine(fixed, moving, cfg: AffineConfig = AffineConfig(),
                     abort: Optional[Callable[[], bool]] = None, report: Optional[dict] = None):
     """The affine transform (SimpleITK, fixed -> moving physical points) that best aligns
@@ -556,18 +568,28 @@ def register_affine(fixed, moving, cfg: AffineConfig = AffineConfig(),
 
     ``abort()`` is asked at every optimiser iteration; True stops the registration
     there and the function returns None (the caller reports the cancel). ``report``,
-    a dict, receives the start's name ("start") and the final metric ("metric")."""
+    a dict, receives the start's name ("start") and the final metric ("metric"), and
+    "skipped" when a volume is too thin for any pyramid level (:func:`pyramid_levels`):
+    then the start itself is returned."""
     import SimpleITK as sitk
 
     f_img = sitk.Cast(fixed.to_image(), sitk.sitkFloat32)
     m_img = sitk.Cast(moving.to_image(), sitk.sitkFloat32)
     initial, start = affine_start(f_img, m_img, cfg)
+    levels = pyramid_levels(min(f_img.GetSize() + m_img.GetSize()), cfg)
+    if not levels:
+        # a slab of 1-3 slices: no 3-D affine can be fitted through it (SimpleITK's
+        # smoothing needs 4 voxels a side), so the better start is the answer
+        if report is not None:
+            report.update(start=start, metric=float("nan"), skipped=f"a volume is under {MIN_LEVEL_VOXELS} voxels "
+                                                                     "thick: the volumes' placement is kept")
+        return initial
     method = _mattes(cfg)
     method.SetOptimizerAsRegularStepGradientDescent(learningRate=cfg.learning_rate, minStep=cfg.min_step,
                                                     numberOfIterations=int(cfg.iterations))
     method.SetOptimizerScalesFromPhysicalShift()
-    method.SetShrinkFactorsPerLevel(list(cfg.shrink))
-    method.SetSmoothingSigmasPerLevel(list(cfg.smoothing_mm))
+    method.SetShrinkFactorsPerLevel([shrink for shrink, _ in levels])
+    method.SetSmoothingSigmasPerLevel([sigma for _, sigma in levels])
     method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     method.SetInitialTransform(initial, inPlace=True)
     if abort is not None:

@@ -259,9 +259,12 @@ class _RegistrationRun:
             if q0 in by_slice:
                 continue  # two supports landing on one query slice: the first one starts there
             by_slice[q0] = Start(index=q0, support=s, soft=soft.astype(np.float32), prototype=prototype,
-                                 segment=True, note=f"chain start: support slice {s} mapped by a 3-D affine "
-                                                    f"registration from the {report.get('start')} start "
-                                                    f"(lands at {mapped:.1f})")
+                                 segment=True, note=(f"chain start: support slice {s} mapped by a 3-D affine "
+                                                     f"registration from the {report.get('start')} start "
+                                                     f"(lands at {mapped:.1f})" if "skipped" not in report else
+                                                     f"chain start: support slice {s} mapped by the volumes' "
+                                                     f"{report.get('start')} placement, {report['skipped']} "
+                                                     f"(lands at {mapped:.1f})"))
         return [by_slice[q] for q in sorted(by_slice)]
 
     # -- per slice

@@ -330,6 +330,35 @@ def test_affine_start_maps_the_support_slice():
     assert R.start_candidates(23.4, 25, 2.0, R.AffineConfig(start_search_mm=4.0)) == [21, 22, 23, 24]
 
 
+def test_a_thin_slab_takes_only_the_pyramid_levels_it_can_and_none_under_four_slices():
+    """SimpleITK's smoothing refuses a side under 4 voxels: a 2-slice query (a slab, or a
+    batch's crop) with the support in another volume crashed the run inside the affine.
+    The coarse levels are skipped on a thin slab; under 4 slices the placement is kept."""
+    import SimpleITK as sitk
+
+    from SynPoLib.io import Volume
+    from conftest import ellipsoid_volume
+
+    cfg = R.AffineConfig()  # shrink (4, 2, 1)
+    assert R.pyramid_levels(48, cfg) == list(zip(cfg.shrink, cfg.smoothing_mm))
+    assert R.pyramid_levels(6, cfg) == [(1, cfg.smoothing_mm[2])]
+    assert R.pyramid_levels(8, cfg) == [(2, cfg.smoothing_mm[1]), (1, cfg.smoothing_mm[2])]
+    assert R.pyramid_levels(3, cfg) == []
+
+    vol, _ = ellipsoid_volume(shape=(24, 40, 40), radii=(8, 12, 9), seed=4)
+    geo = dict(spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0), direction=tuple(np.eye(3).ravel()))
+    support = Volume(array=vol.astype(np.float32), **geo)
+    for thickness, skipped in ((2, True), (6, False)):
+        slab = Volume(array=np.ascontiguousarray(vol[10:10 + thickness]), spacing=geo["spacing"],
+                      origin=(0.0, 0.0, 10.0), direction=geo["direction"])  # (x, y, z): slice 10
+        report = {}
+        transform = R.register_affine(slab, support, cfg, report=report)
+        assert isinstance(transform, sitk.Transform)
+        assert ("skipped" in report) is skipped, report
+        # the slab's slice 0 is the support's slice 10 (same physical place)
+        assert np.allclose(transform.TransformPoint((20.0, 20.0, 11.0)), (20.0, 20.0, 11.0), atol=1.5)
+
+
 # ------------------------------------------------------------------- real data
 
 
