@@ -478,7 +478,7 @@ def test_hybrid_adds_synpo_points_on_each_tracked_frame(synpo_128, spy_on):
     geometry = slice_geometry((32, 40), (1.0, 1.0), cfg.geometry)
     window = window_bounds(volume, cfg.window)
     encode = lambda s: synpo_128.encode([geometry.image_to_roi(apply_window(volume[s], window))])[0]  # noqa: E731
-    context = segmenter.prepare_support(encode(2), geometry.mask_to_roi(mask[2]))
+    context = segmenter.prepare_support(encode(2), geometry.mask_to_roi(mask[2]), geometry.valid())
     for frame, points, labels, logits in spy.point_prompts:
         maps = segmenter.confidence(encode(frame), context)
         expected = select_points(maps.syn, context.synergy.mu, context.synergy.sigma, cfg.points, geometry.valid())
