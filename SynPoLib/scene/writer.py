@@ -108,14 +108,20 @@ class SegmentWriter:
         self.state = "open"
         return segment_id
 
-    def _check_alive(self) -> None:
+    def _live_segment(self):
+        """The result segment, or a clear error when the writer or the segment is gone."""
         if self.state != "open":
             raise RuntimeError(f"writer is {self.state}")
         node = self.segmentation_node
         segmentation = node.GetSegmentation() if node is not None and node.GetScene() is not None else None
-        if segmentation is None or segmentation.GetSegment(self.segment_id) is None:
+        segment = segmentation.GetSegment(self.segment_id) if segmentation is not None else None
+        if segment is None:
             raise MRMLInputError(f"the result segment '{self.name}' was removed during the run")
-        if segmentation.GetSegment(self.segment_id).GetRepresentation(BINARY_LABELMAP) is not self._labelmap:
+        return segment
+
+    def _check_alive(self) -> None:
+        # writes go straight into the segment's labelmap: one the user replaced is not ours
+        if self._live_segment().GetRepresentation(BINARY_LABELMAP) is not self._labelmap:
             raise MRMLInputError(f"the result segment '{self.name}' was edited during the run")
 
     def notify(self) -> None:
@@ -277,12 +283,8 @@ class SegmentUpdater(SegmentWriter):
         return self.segment_id
 
     def _check_alive(self) -> None:
-        if self.state != "open":
-            raise RuntimeError(f"writer is {self.state}")
-        node = self.segmentation_node
-        segmentation = node.GetSegmentation() if node is not None and node.GetScene() is not None else None
-        if segmentation is None or segmentation.GetSegment(self.segment_id) is None:
-            raise MRMLInputError(f"the result segment '{self.name}' was removed during the run")
+        # the updater hands a copy to Slicer: the segment's labelmap may be replaced freely
+        self._live_segment()
 
     def _put(self) -> None:
         import slicer

@@ -397,6 +397,14 @@ def test_writer_refuses_a_surface_segmentation_and_a_deleted_segment():
     seg.GetSegmentation().RemoveSegment(sid)  # the user deletes it mid-run
     with pytest.raises(MRMLInputError, match="was removed during the run"):
         writer.write_slice(1, 0, truth[1])
+    from SynPoLib.scene import BINARY_LABELMAP
+
+    writer = SegmentWriter(node, seg, name="r2")
+    sid = writer.begin()
+    # the user's edit replaces the labelmap the writer streams into
+    seg.GetSegmentation().GetSegment(sid).AddRepresentation(BINARY_LABELMAP, slicer.vtkOrientedImageData())
+    with pytest.raises(MRMLInputError, match="was edited during the run"):
+        writer.write_slice(1, 0, truth[1])
 
 
 def test_result_survives_seg_nrrd_storage(tmp_path):
