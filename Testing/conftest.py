@@ -16,6 +16,18 @@ if str(ROOT) not in sys.path:
 TEMPLATES = Path("/usr/share/mricron/templates")
 
 
+@pytest.fixture(scope="module")
+def sitk_one_thread():
+    """SimpleITK on one thread for a module (registration timings and results stay
+    those of one core on a shared machine), restored after it."""
+    import SimpleITK as sitk
+
+    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    yield
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
+
+
 @pytest.fixture(scope="session")
 def colin():
     """Colin27 T1 and the AAL atlas as (k, j, i) arrays; fails (never skips) when missing."""

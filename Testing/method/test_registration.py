@@ -18,14 +18,7 @@ from SynPoLib.metrics import dice
 CFG = R.RegistrationConfig()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    import SimpleITK as sitk
-
-    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-    yield
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
+pytestmark = pytest.mark.usefixtures("sitk_one_thread")
 
 
 def phantom(shape=(96, 96), centre=(48.0, 48.0), radii=(14.0, 9.0), angle_deg=0.0, seed=0):

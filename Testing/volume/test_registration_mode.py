@@ -23,14 +23,7 @@ from SynPoLib.volume.registration import REFINEMENT, REGISTRATION
 NO_STOP = preset("lite").updated(**{"quality.auto_stop": False})
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    import SimpleITK as sitk
-
-    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-    yield
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
+pytestmark = pytest.mark.usefixtures("sitk_one_thread")
 
 
 @pytest.fixture(scope="module")
